@@ -1,0 +1,33 @@
+"""bfcnn: blind image denoising with bias-free convolutional networks.
+
+Python API: `names(kind)`, `build(kind, spec)`, `load_config(path)`, `run(config_or_path, output_dir)`,
+`load_model(name_or_path)`; plugins implement hooks marked with `hookimpl`.
+"""
+
+from .config import build, load_config
+from .errors import BfcnnError, ConfigError, RunError
+from .registry import KINDS, default_registries, hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["KINDS", "BfcnnError", "ConfigError", "RunError", "build", "hookimpl", "load_config", "load_model",
+           "names", "run"]
+
+
+def names(kind: str, pattern: str | None = None) -> list[str]:
+    """Sorted names registered for `kind` (noise, model, loss, ...), optionally filtered by a glob pattern."""
+    if kind not in KINDS:
+        from .registry import did_you_mean
+        raise BfcnnError(f"{kind!r} is not a component kind{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
+    return default_registries()[kind].names(pattern)
+
+
+def run(config_or_path, output_dir, overrides=()):
+    """Run the stages a config asks for (train, evaluate, export) into `output_dir`; return a summary dict."""
+    from .pipeline import run as run_pipeline
+    return run_pipeline(config_or_path, output_dir, overrides)
+
+
+def load_model(name_or_path, device="cpu"):
+    """A trained denoiser from a run folder, a checkpoint file or a shipped model's name."""
+    from .checkpoint import load_model as load
+    return load(name_or_path, device=device)

@@ -1,0 +1,131 @@
+"""The `bfcnn` command. argparse (standard library) parses it: sub-commands and help need nothing more.
+
+Exit codes: 0 success; 2 bad input (config, path, argument), a short message, no traceback; 1 a failure in a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import traceback
+
+from .errors import BfcnnError, RunError
+
+# sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
+COMMAND_MODULES = {}
+
+
+def guarded(fn) -> int:
+    """Run fn and map what it raises onto exit codes."""
+    try:
+        result = fn()
+        return result if isinstance(result, int) else 0
+    except BfcnnError as error:
+        print(f"bfcnn: error: {error}", file=sys.stderr)
+        return 2
+    except RunError as error:
+        print(f"bfcnn: run failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bfcnn: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug, not bad input: keep the traceback for the report
+        traceback.print_exc()
+        return 1
+
+
+def cmd_run(args):
+    from pathlib import Path
+
+    from .pipeline import run
+
+    output = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    summary = run(args.config, output, args.set)
+    print(json.dumps({"output_dir": output, **summary}, indent=2, default=str))
+
+
+def cmd_validate(args):
+    from .config import load_config
+
+    load_config(args.config, args.set)
+    print(f"{args.config}: valid")
+
+
+def cmd_schema(args):
+    from .config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+
+
+def cmd_list(args):
+    from .registry import KINDS, default_registries, did_you_mean
+
+    registries = default_registries()
+    if args.kind and args.kind not in KINDS:
+        raise BfcnnError(f"{args.kind!r} is not a component kind{did_you_mean(args.kind, KINDS)} "
+                         f"(kinds: {', '.join(KINDS)})")
+    for kind in [args.kind] if args.kind else KINDS:
+        print(f"{kind}:")
+        for name in registries[kind].names(args.pattern):
+            component = registries[kind].get(name)
+            print(f"  {name:<28} {component.summary}  [{component.plugin}]")
+
+
+def cmd_plugins(args):
+    from .registry import default_registries
+
+    registries = default_registries()
+    by_plugin = {}
+    for kind in registries.by_kind:
+        for name in registries[kind].names():
+            by_plugin.setdefault(registries[kind].get(name).plugin, []).append(f"{kind}:{name}")
+    for plugin, items in by_plugin.items():
+        print(f"{plugin}: {', '.join(items)}")
+    for plugin, error in registries.failures.items():
+        print(f"{plugin}: FAILED TO LOAD: {error}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="bfcnn", description="Blind denoising with bias-free CNNs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the stages of a config (train, evaluate, export)")
+    p.add_argument("config")
+    p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("validate", help="check a config and report every problem")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=cmd_validate)
+
+    sub.add_parser("schema", help="print the config's JSON Schema").set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("list", help="list registered components")
+    p.add_argument("kind", nargs="?")
+    p.add_argument("--pattern", help="glob on names, e.g. '*resnet*'")
+    p.set_defaults(handler=cmd_list)
+
+    sub.add_parser("plugins", help="list plugins and what they register").set_defaults(handler=cmd_plugins)
+
+    for name, module_name in COMMAND_MODULES.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(p)
+        p.set_defaults(handler=module.command)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on bad arguments, 0 on --help
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    return guarded(lambda: args.handler(args))

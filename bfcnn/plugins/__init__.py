@@ -1,0 +1,1 @@
+"""The built-in components. Each module is an ordinary plugin: it implements the `register_*` hooks."""

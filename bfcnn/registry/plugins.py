@@ -1,0 +1,68 @@
+"""The plugin manager: built-in plugins first, then third-party ones from the `bfcnn` entry-point group."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import pluggy
+
+from . import hookspecs
+from .registry import HOOKS, Registry
+
+ENTRY_POINT_GROUP = "bfcnn"
+AUTOLOAD_OFF = "BFCNN_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN_PLUGINS = tuple(
+    f"bfcnn.plugins.{name}"
+    for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters")
+)
+
+
+@dataclass
+class Registries:
+    """Everything the plugins registered, one Registry per kind, and the plugins that failed to load."""
+
+    by_kind: dict
+    plugin_manager: pluggy.PluginManager
+    failures: dict = field(default_factory=dict)  # plugin name -> error text
+
+    def __getitem__(self, kind) -> Registry:
+        return self.by_kind[kind]
+
+
+def make_plugin_manager(extra_plugins=(), autoload: bool | None = None):
+    """Return (plugin manager, failures). Built-ins always load; a broken third-party plugin is reported, not fatal."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    failures = {}
+    if autoload is None:
+        autoload = os.environ.get(AUTOLOAD_OFF, "") in ("", "0")
+    if autoload:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if pm.get_plugin(ep.name) is not None or ep.name in failures:
+                continue
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as error:  # any import-time failure of someone else's code
+                failures[ep.name] = f"{type(error).__name__}: {error}"
+    for plugin in extra_plugins:
+        pm.register(plugin, name=getattr(plugin, "__name__", None) or type(plugin).__name__)
+    return pm, failures
+
+
+def collect(pm: pluggy.PluginManager, failures=None) -> Registries:
+    """Call every plugin's hooks with a `register` bound to that plugin, so duplicates name both plugins."""
+    failures = dict(failures or {})
+    by_kind = {kind: Registry(kind) for kind in HOOKS}
+    for kind, hook_name in HOOKS.items():
+        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
+
+            def register(name, factory, schema=None, summary="", _plugin=impl.plugin_name, _kind=kind):
+                by_kind[_kind].add(name, factory, schema, summary, plugin=_plugin)
+
+            impl.function(register=register)
+    return Registries(by_kind, pm, failures)
