@@ -1,0 +1,52 @@
+"""Tiled inference in bounded memory, with numpy only (the torch-free runtime uses it too).
+
+Each tile is processed with `margin` pixels of context on every side that are thrown away, so a fully
+convolutional model whose receptive field fits in the margin gives the whole-image result; neighbouring kept
+regions also overlap by `blend` pixels and are mixed with linear ramps, which hides any residual seam.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ramp(length, blend_before, blend_after):
+    w = np.ones(length, dtype=np.float32)
+    if blend_before:
+        w[:blend_before] = (np.arange(blend_before, dtype=np.float32) + 0.5) / blend_before
+    if blend_after:
+        w[length - blend_after:] = np.minimum(w[length - blend_after:], (np.arange(blend_after, 0, -1, dtype=np.float32) - 0.5) / blend_after)
+    return w
+
+
+def starts(size, tile, step):
+    if size <= tile:
+        return [0]
+    points = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(points))
+
+
+def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None):
+    """Apply fn (N x C x h x w float32 -> same shape) to an H x W x C float image, tile by tile.
+
+    `out` may be a preallocated H x W x C float32 array (e.g. a memory map) to bound memory further.
+    """
+    height, width, channels = image.shape
+    out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
+    norm = np.zeros((height, width, 1), dtype=np.float32)
+    step = max(1, tile - blend)
+    ys, xs = starts(height, tile, step), starts(width, tile, step)
+    for y in ys:
+        for x in xs:
+            h, w = min(tile, height - y), min(tile, width - x)
+            y0, x0 = max(0, y - margin), max(0, x - margin)
+            y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
+            patch = np.ascontiguousarray(image[y0:y1, x0:x1].transpose(2, 0, 1)[None], dtype=np.float32)
+            result = fn(patch)[0].transpose(1, 2, 0)[y - y0:y - y0 + h, x - x0:x - x0 + w]
+            wy = ramp(h, blend if y > 0 else 0, blend if y + h < height else 0)
+            wx = ramp(w, blend if x > 0 else 0, blend if x + w < width else 0)
+            weight = (wy[:, None] * wx[None, :])[..., None]
+            out[y:y + h, x:x + w] += result * weight
+            norm[y:y + h, x:x + w] += weight
+    out /= norm
+    return out
