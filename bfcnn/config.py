@@ -145,18 +145,18 @@ def seed_noises(dataset: dict) -> list:
     return noises
 
 
-def error_message(error: jsonschema.ValidationError) -> str:
+def error_messages(error: jsonschema.ValidationError) -> list[str]:
     path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "enum" and KIND_KEYWORD in error.schema:
         kind = error.schema[KIND_KEYWORD]
         known = error.validator_value
-        return (f"{path}: {error.instance!r} is not a known {kind}{did_you_mean(error.instance, known)} "
-                f"(known: {', '.join(known) or 'none registered'})")
+        return [f"{path}: {error.instance!r} is not a known {kind}{did_you_mean(error.instance, known)} "
+                f"(known: {', '.join(known) or 'none registered'})"]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]
-        return "; ".join(f"{path}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in extras)
-    return f"{path}: {error.message}"
+        return [f"{path}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in extras]
+    return [f"{path}: {error.message}"]
 
 
 def validate(config: dict, registries=None) -> dict:
@@ -165,7 +165,7 @@ def validate(config: dict, registries=None) -> dict:
         raise ConfigError(f"a config is a mapping of sections, got {type(config).__name__}")
     validator = jsonschema.Draft202012Validator(config_schema(registries))
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    problems = list(dict.fromkeys(error_message(e) for e in errors))
+    problems = list(dict.fromkeys(m for e in errors for m in error_messages(e)))
     problems += consistency_problems(config)
     if problems:
         raise ConfigError(problems)
@@ -243,7 +243,7 @@ def build(kind: str, spec, registries=None):
     schema = {"$schema": DRAFT, "$defs": config_schema(registries)["$defs"], **ref(kind)}
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(spec), key=lambda e: list(map(str, e.path)))
     if errors:
-        raise ConfigError([f"{kind}.{error_message(e)}" if e.absolute_path else f"{kind}: {error_message(e).split(': ', 1)[1]}"
-                           for e in errors])
+        raise ConfigError([f"{kind}.{m}" if e.absolute_path else f"{kind}: {m.split(': ', 1)[1]}"
+                           for e in errors for m in error_messages(e)])
     params = {k: v for k, v in spec.items() if k != "type"}
     return registries[kind].get(spec["type"]).factory(**params)

@@ -55,14 +55,23 @@ def make_plugin_manager(extra_plugins=(), autoload: bool | None = None):
 
 
 def collect(pm: pluggy.PluginManager, failures=None) -> Registries:
-    """Call every plugin's hooks with a `register` bound to that plugin, so duplicates name both plugins."""
+    """Call every plugin's hooks with a `register` bound to that plugin, so duplicates name both plugins.
+
+    A hook that raises is reported like a plugin that fails to import: none of its components are kept.
+    """
     failures = dict(failures or {})
     by_kind = {kind: Registry(kind) for kind in HOOKS}
     for kind, hook_name in HOOKS.items():
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
-
-            def register(name, factory, schema=None, summary="", _plugin=impl.plugin_name, _kind=kind):
-                by_kind[_kind].add(name, factory, schema, summary, plugin=_plugin)
-
-            impl.function(register=register)
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in registration order
+            staged = []
+            try:
+                impl.function(register=lambda *args, **kwargs: staged.append((args, kwargs)))
+            except Exception as error:
+                failures[impl.plugin_name] = f"{hook_name} raised {type(error).__name__}: {error}"
+                continue
+            for args, kwargs in staged:
+                try:
+                    by_kind[kind].add(*args, **kwargs, plugin=impl.plugin_name)
+                except (TypeError, ValueError) as error:  # a malformed registration: that component is skipped
+                    failures[impl.plugin_name] = f"{hook_name}: {error}"
     return Registries(by_kind, pm, failures)

@@ -35,9 +35,16 @@ class Component:
     plugin: str
 
 
-def did_you_mean(word: str, known) -> str:
-    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
+def similarity(word: str, name: str) -> float:
+    """How close a typo is to a name, also part by part ('gausian' is close to 'additive_gaussian')."""
+    parts = [name, *name.split("_")] if "_" in name else [name]
+    return max(difflib.SequenceMatcher(None, word, part).ratio() for part in parts)
+
+
+def did_you_mean(word, known) -> str:
+    scored = [(similarity(str(word), name), name) for name in sorted(known)]
+    best = max(scored, key=lambda pair: pair[0], default=(0, None))  # ties: the first alphabetically
+    return f"; did you mean '{best[1]}'?" if best[0] >= 0.6 else ""
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""The `bfcnn` command: exit codes 0 / 2 (bad input, no traceback) / 1 (failure in a run), and each command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bfcnn import cli
+from bfcnn.errors import RunError
+from conftest import REPO
+
+
+def write(tmp_path, config, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(json.dumps(config) if name.endswith(".json") else yaml.safe_dump(config))
+    return path
+
+
+def bfcnn_cli(*args, cwd=None):
+    """The real command line, in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "bfcnn", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+
+
+def test_run_trains_and_writes_a_safetensors_checkpoint(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    result = bfcnn_cli("run", write(tmp_path, tiny_config), "-o", out, "--set", "train.total_steps=2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["train"]["steps"] == 2
+    assert (out / "model.safetensors").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["total_steps"] == 2  # resolved config
+
+
+def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, tiny_config):
+    tiny_config["model"]["filters"] = -3
+    tiny_config["noise"]["type"] = "gausian"
+    result = bfcnn_cli("run", write(tmp_path, tiny_config), "-o", tmp_path / "run")
+    assert result.returncode == 2
+    assert "model.filters: -3 is less than the minimum of 1" in result.stderr
+    assert "did you mean 'additive_gaussian'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing is written before the config is valid"
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "no/such/config.yaml"],
+    ["validate", "no/such/config.yaml"],
+    ["list", "modles"],
+    ["no-such-command"],
+    ["run"],
+])
+def test_bad_input_exits_2(args, capsys):
+    assert cli.main(args) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
+    path = write(tmp_path, tiny_config)
+    assert cli.main(["validate", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert cli.main(["validate", str(path), "--set", "model.depth=0"]) == 2
+    assert "model.depth" in capsys.readouterr().err
+
+
+def test_failure_inside_a_run_exits_1(tmp_path, tiny_config, monkeypatch, capsys):
+    def failing_run(*args, **kwargs):
+        raise RunError("the export check failed")
+
+    monkeypatch.setattr("bfcnn.pipeline.run", failing_run)
+    assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(tmp_path / "run")]) == 1
+    assert "the export check failed" in capsys.readouterr().err
+
+
+def test_schema_prints_the_json_schema(capsys):
+    assert cli.main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["$defs"]) == {"noise", "model", "loss", "optimizer", "schedule", "dataset", "metric", "exporter"}
+
+
+def test_list_and_plugins(capsys):
+    assert cli.main(["list", "noise"]) == 0
+    out = capsys.readouterr().out
+    assert "additive_gaussian" in out and "bfcnn.plugins.noises" in out
+    assert cli.main(["list", "--pattern", "*gauss*"]) == 0
+    out = capsys.readouterr().out
+    assert "additive_gaussian" in out and "dncnn" not in out
+    assert cli.main(["plugins"]) == 0
+    assert "bfcnn.plugins.models" in capsys.readouterr().out
+
+
+def test_seed_train_command_keeps_working(tmp_path, tiny_config):
+    result = subprocess.run(
+        [sys.executable, "-m", "bfcnn.train", "--model-directory", str(tmp_path / "run"),
+         "--pipeline-config", str(write(tmp_path, tiny_config, "pipeline.json"))],
+        capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "-m", "bfcnn.train", "--model-directory", str(tmp_path / "x"),
+                          "--pipeline-config", str(tmp_path / "missing.json")], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -1,0 +1,188 @@
+"""The config loader: one test per kind of mistake, the seed's configs, overrides, the assembled schema."""
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+import bfcnn
+from bfcnn.config import config_schema, from_seed, load_config
+from bfcnn.errors import BfcnnError, ConfigError
+
+# The original project's README examples, assembled into one pipeline config, exactly as written there.
+SEED_CONFIG = {
+    "model": {
+        "levels": 6, "filters": 16, "no_layers": 5, "min_value": 0, "max_value": 255, "kernel_size": 3,
+        "type": "resnet", "batchnorm": True, "stop_grads": False, "activation": "relu",
+        "local_normalization": -1, "output_multiplier": 1.0, "kernel_regularizer": "l1",
+        "final_activation": "tanh", "input_shape": ["?", "?", 1], "kernel_initializer": "glorot_normal",
+    },
+    "train": {
+        "epochs": 20, "total_steps": -1, "iterations_choice": [1], "checkpoints_to_keep": 3,
+        "checkpoint_every": 10000, "visualization_number": 5, "visualization_every": 100,
+        "random_batch_iterations": 20, "random_batch_size": [512, 512, 3], "random_batch_min_difference": 0.01,
+        "optimizer": {"decay_rate": 0.9, "decay_steps": 50000, "learning_rate": 0.001,
+                      "gradient_clipping_by_norm": 1.0},
+    },
+    "loss": {"hinge": 2.5, "mae_multiplier": 1.0, "regularization": 0.01},
+    "dataset": {
+        "batch_size": 16, "min_value": 0, "max_value": 255, "clip_value": True, "random_blur": True,
+        "color_mode": "grayscale", "subsample_size": -1, "random_invert": False, "random_rotate": 0.314,
+        "random_up_down": True, "random_left_right": True, "dataset_shape": [256, 768],
+        "input_shape": [256, 256, 1], "additional_noise": [5, 10, 20], "multiplicative_noise": [0.1, 0.15, 0.2],
+        "directory": "/media/data1_4tb/datasets/KITTI/data/depth/raw_image_values/",
+    },
+}
+
+
+def problems_of(config):
+    with pytest.raises(ConfigError) as error:
+        load_config(config)
+    return error.value.problems
+
+
+def test_valid_config_passes_unchanged(tiny_config):
+    assert load_config(tiny_config) == tiny_config
+
+
+def test_reads_yaml_and_json_files(tmp_path, tiny_config):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config))
+    (tmp_path / "c.json").write_text(json.dumps(tiny_config))
+    assert load_config(tmp_path / "c.yaml") == load_config(tmp_path / "c.json") == tiny_config
+
+
+def test_value_out_of_range_names_its_path(tiny_config):
+    tiny_config["model"]["filters"] = -3
+    assert problems_of(tiny_config) == ["model.filters: -3 is less than the minimum of 1"]
+
+
+def test_unknown_type_suggests_the_closest_and_lists_known(tiny_config):
+    tiny_config["noise"] = {"type": "gausian"}
+    [problem] = problems_of(tiny_config)
+    assert problem.startswith("noise.type: 'gausian' is not a known noise; did you mean 'additive_gaussian'?")
+    assert "subsample" in problem
+
+
+def test_unknown_key_suggests_the_closest(tiny_config):
+    tiny_config["model"]["filtres"] = 8
+    assert problems_of(tiny_config) == ["model: unknown key 'filtres'; did you mean 'filters'?"]
+
+
+def test_unknown_section_is_reported(tiny_config):
+    tiny_config["trian"] = {}
+    assert problems_of(tiny_config) == ["(top level): unknown key 'trian'; did you mean 'train'?"]
+
+
+def test_missing_type_is_reported(tiny_config):
+    del tiny_config["loss"]["type"]
+    tiny_config["loss"]["foo"] = 1  # a mapping without type that is not the seed's loss either
+    problems = problems_of(tiny_config)
+    assert any(p.startswith("loss") for p in problems)
+
+
+def test_wrong_value_type_is_reported(tiny_config):
+    tiny_config["train"]["total_steps"] = "many"
+    assert problems_of(tiny_config) == ["train.total_steps: 'many' is not of type 'integer'"]
+
+
+def test_every_error_is_reported_in_one_go(tiny_config):
+    tiny_config["model"]["filters"] = 0
+    tiny_config["noise"]["type"] = "nosie"
+    tiny_config["train"]["optimizer"]["learning_rate"] = -1
+    paths = {p.split(":")[0] for p in problems_of(tiny_config)}
+    assert paths == {"model.filters", "noise.type", "train.optimizer.learning_rate"}
+
+
+def test_nested_component_specs_are_validated(tiny_config):
+    tiny_config["noise"] = [{"type": "additive_gaussian", "sigma": 10}, {"type": "subsample", "factor": 3}]
+    [problem] = problems_of(tiny_config)
+    assert problem.startswith("noise.choices.1.factor")
+
+
+def test_noise_list_is_a_random_choice(tiny_config):
+    tiny_config["noise"] = [{"type": "additive_gaussian", "sigma": 10}, {"type": "subsample", "factor": 2}]
+    config = load_config(tiny_config)
+    assert config["noise"]["type"] == "choice" and len(config["noise"]["choices"]) == 2
+
+
+def test_malformed_files_are_clear_errors(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: {type: dncnn\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad_yaml)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(bad_json)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listed)
+    with pytest.raises(BfcnnError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_is_read_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("model: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)
+
+
+def test_overrides_set_dotted_keys_as_yaml_values(tiny_config):
+    config = load_config(tiny_config, ["model.filters=12", "train.optimizer.learning_rate=0.01",
+                                       "noise.sigma_range=[5, 10]"])
+    assert config["model"]["filters"] == 12
+    assert config["train"]["optimizer"]["learning_rate"] == 0.01
+    assert config["noise"]["sigma_range"] == [5, 10]
+    with pytest.raises(BfcnnError, match="dotted.key=value"):
+        load_config(tiny_config, ["nonsense"])
+
+
+def test_seed_config_maps_onto_ours():
+    config = from_seed(SEED_CONFIG)
+    assert config["dataset"]["type"] == "image_folder"
+    assert not {"additional_noise", "multiplicative_noise", "clip_value", "random_blur"} & set(config["dataset"])
+    choices = config["noise"]["choices"]
+    assert choices[0] == {"type": "additive_gaussian", "sigma": [5, 10, 20], "value_range": 255.0, "clip": True}
+    assert choices[1] == {"type": "multiplicative_gaussian", "sigma": [0.1, 0.15, 0.2], "blur": True, "clip": True}
+    assert config["loss"]["type"] == "hinged_mae"
+    assert config["train"]["optimizer"] == {"type": "adam", "learning_rate": 0.001}
+    assert config["train"]["schedule"] == {"type": "exponential_decay", "decay_rate": 0.9, "decay_steps": 50000}
+    assert config["train"]["gradient_clipping_by_norm"] == 1.0
+    assert SEED_CONFIG["dataset"]["additional_noise"] == [5, 10, 20]  # the input is not modified
+
+
+def test_seed_config_validates_as_written(tmp_path):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(SEED_CONFIG))
+    config = load_config(path)
+    assert config["model"]["type"] == "resnet"
+
+
+def test_seed_channel_mismatch_names_both_keys():
+    seed = json.loads(json.dumps(SEED_CONFIG))
+    seed["dataset"]["color_mode"] = "rgb"
+    seed["dataset"]["input_shape"] = [256, 256, 3]
+    problems = problems_of(seed)
+    assert any("model.input_shape" in p and "dataset.color_mode" in p for p in problems)
+
+
+def test_seed_noise_keys_and_a_noise_section_do_not_mix(tiny_config):
+    tiny_config["dataset"]["additional_noise"] = [5]
+    assert "dataset.additional_noise" in problems_of(tiny_config)[0]
+
+
+def test_schema_is_a_valid_json_schema_with_every_component():
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for kind in bfcnn.KINDS:
+        assert schema["$defs"][kind]["properties"]["type"]["enum"] == bfcnn.names(kind)
+
+
+def test_build_validates_params_first():
+    with pytest.raises(ConfigError, match="sigma"):
+        bfcnn.build("noise", {"type": "additive_gaussian", "sigma": -1})
+    noise = bfcnn.build("noise", "additive_gaussian")
+    assert callable(noise)
