@@ -4,9 +4,14 @@ Python API: `names(kind)`, `build(kind, spec)`, `load_config(path)`, `run(config
 `load_model(name_or_path)`; plugins implement hooks marked with `hookimpl`.
 """
 
-from .config import build, load_config
-from .errors import BfcnnError, ConfigError, RunError
-from .registry import KINDS, default_registries, hookimpl
+import os
+
+# albumentations otherwise asks the network for its latest version on every import
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from .config import build, load_config  # noqa: E402
+from .errors import BfcnnError, ConfigError, RunError  # noqa: E402
+from .registry import KINDS, default_registries, hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["KINDS", "BfcnnError", "ConfigError", "RunError", "build", "hookimpl", "load_config", "load_model",
