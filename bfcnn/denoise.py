@@ -353,17 +353,26 @@ def output_path(output_dir, relative, suffix="", extension=None) -> Path:
     return Path(output_dir) / relative.parent / f"{relative.stem}{suffix}{ext}"
 
 
-def denoise_array_with_runtime(array, model_file, backend, tile):
-    """The torch-free path: bfcnn.runtime (written with the export issue) runs ONNX / TFLite files."""
+def runtime_function():
+    """bfcnn.runtime.denoise_file_array, the torch-free runtime (written with the export issue), imported lazily."""
     try:
         from .runtime import denoise_file_array
     except ImportError as error:
-        raise BfcnnError(f"--backend {backend} needs bfcnn.runtime (the torch-free runtime), which cannot be "
-                         f"imported here ({error}); use --backend torch") from None
+        raise BfcnnError(f"this backend needs bfcnn.runtime (the torch-free runtime), which cannot be imported "
+                         f"here ({error}); use --backend torch") from None
+    return denoise_file_array
+
+
+def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None):
+    """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile)` with x an
+    H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here."""
+    runtime = runtime or runtime_function()
     dtype = array.dtype
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
     x = array.astype(np.float32) / scale if scale != 1.0 else array.astype(np.float32)
-    y = np.asarray(denoise_file_array(x, str(model_file), backend, tile=tile))
+    y = np.asarray(runtime(x, str(model_file), backend, tile=tile))
+    if y.shape != x.shape:
+        y = y.reshape(x.shape)
     if scale == 1.0:
         return np.clip(y, 0, 1).astype(dtype)
     return np.clip(np.rint(y.astype(np.float32) * scale), 0, scale).astype(dtype)
@@ -410,9 +419,10 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         model_file = find_model_file(model, backend)
         if iterations != 1:
             raise BfcnnError(f"--iterations is not supported with --backend {backend}")
+        runtime = runtime_function()
 
         def run(array):
-            return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"])
+            return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"], runtime)
     targets = [(path, output_path(output_dir, relative, suffix, extension)) for path, relative in files]
     sources = {path.resolve() for path, _ in files}
     clashes = [str(target) for _, target in targets if target.resolve() in sources]
