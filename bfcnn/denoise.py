@@ -104,6 +104,9 @@ class Denoiser:
 
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.module = module.to(self.device).eval()
+        self.channels_last = self.device.type == "cuda"  # the fast layout for convolutions on GPUs
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.channels = model_channels(module)
         self.tile = tile or DEFAULT_TILE.get(self.device.type, 512)
         radius = receptive_radius(module)
@@ -150,6 +153,8 @@ class Denoiser:
             pad_h, pad_w = (-h) % m, (-w) % m
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
                 for _ in range(iterations):
                     x = self.module(x)
