@@ -385,15 +385,15 @@ def add_arguments(parser):
     parser.add_argument("--data", nargs="+", default=[], metavar="DIR", help="test-set image folders")
     parser.add_argument("--sample-photos", nargs="*", choices=SAMPLE_PHOTOS, default=None, metavar="NAME",
                         help="scikit-image's photos as a test set (no names: astronaut); the default without --data")
-    parser.add_argument("--sigmas", nargs="+", type=float, default=[15, 25, 50], help="Gaussian levels (0-255)")
+    parser.add_argument("--sigmas", nargs="+", type=float, default=None, help="Gaussian levels, 0-255 (default 15 25 50)")
     parser.add_argument("--names", nargs="+", default=None, help="labels of the models, in order")
-    parser.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], help="registered metric names")
+    parser.add_argument("--metrics", nargs="+", default=None, help="registered metric names (default psnr ssim)")
     parser.add_argument("--config", help="take the evaluate section of this config; the flags above override it")
     parser.add_argument("--color-mode", choices=("rgb", "grayscale"), default=None)
     parser.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
-    parser.add_argument("--save-images", type=int, default=0, help="write noisy/denoised PNGs of the first N")
-    parser.add_argument("--iterations", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-images", type=int, default=None, help="write noisy/denoised PNGs of the first N")
+    parser.add_argument("--iterations", type=int, default=None, help="apply each model this many times (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="noise seed of image i is seed + i (default 0)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--training-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                         help="sigma range shaded in the plot")
@@ -401,25 +401,23 @@ def add_arguments(parser):
 
 def command(args) -> int:
     from .checkpoint import load_model
-    from .config import load_config
+    from .config import load_config, validate
     from .denoise import resolve_device
 
     cfg = dict(load_config(args.config).get("evaluate", {})) if args.config else {}
-    cfg["sigmas"] = [int(s) if float(s).is_integer() else s for s in args.sigmas]
-    cfg["metrics"] = [{"type": m} for m in args.metrics]
-    cfg["seed"], cfg["iterations"], cfg["save_images"] = args.seed, args.iterations, args.save_images
+    if args.sigmas or "sigmas" not in cfg:
+        cfg["sigmas"] = [int(s) if float(s).is_integer() else s for s in args.sigmas or [15, 25, 50]]
+    if args.metrics:
+        cfg["metrics"] = [{"type": m} for m in args.metrics]
     if args.data:
         cfg["directories"] = args.data
         cfg.pop("sample_photos", None)
     if args.sample_photos is not None:
         cfg["sample_photos"] = args.sample_photos or ["astronaut"]
-    for key in ("color_mode", "max_images"):
+    for key in ("color_mode", "max_images", "seed", "iterations", "save_images"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    if args.iterations < 1 or args.save_images < 0 or (args.max_images is not None and args.max_images < 1):
-        raise BfcnnError("--iterations and --max-images must be at least 1, --save-images at least 0")
-    from .config import validate
-    validate({"evaluate": cfg})  # the same checks as a config's section
+    validate({"evaluate": cfg})  # the same checks as a config's section: --iterations 0 is reported there
     if args.names and len(args.names) != len(args.models):
         raise BfcnnError(f"--names gives {len(args.names)} labels for {len(args.models)} models")
     names = args.names or [model_name(m) for m in args.models]
