@@ -12,10 +12,19 @@ from PIL import Image
 import bfcnn
 from bfcnn.checkpoint import save_model
 from bfcnn.cli import main
-from bfcnn.evaluate import evaluate_models, gaussian_noisy
+from bfcnn.evaluate import evaluate, evaluate_models, gaussian_noisy
 
 SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
 DATA = Path(__file__).resolve().parents[1].joinpath("../shared/data/test")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is faster, above all on a loaded 2-core machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_model(spec=SPEC, identity=False, seed=0):
@@ -96,6 +105,13 @@ def test_reports_overlay_several_models(tmp_path, test_folder):
     assert not any("/b_" in p for p in saved)
 
 
+def test_tiled_evaluation_matches_whole_images(tmp_path, test_folder):
+    cfg = {"directories": [str(test_folder)], "sigmas": [30], "metrics": [{"type": "psnr"}]}
+    whole = evaluate_models([("m", tiny_model(), "m")], cfg, tmp_path / "whole")["results"][0]
+    tiled = evaluate_models([("m", tiny_model(), "m")], {**cfg, "tile": 16}, tmp_path / "tiled")["results"][0]
+    assert tiled["psnr"] == pytest.approx(whole["psnr"], abs=0.01)
+
+
 def test_gray_model_reads_color_folders_as_gray(tmp_path, test_folder):
     report = evaluate_models([("gray", tiny_model({**SPEC, "channels": 1}), "g")],
                              {"directories": [str(test_folder)], "sigmas": [25], "metrics": [{"type": "psnr"}]},
@@ -125,7 +141,7 @@ def test_stage_compares_with_other_models(tmp_path, test_folder):
     config = bfcnn.load_config({"name": "bf", "model": SPEC, "dataset": {"type": "sample_images"},
                                 "evaluate": {"directories": [str(test_folder)], "sigmas": [25],
                                              "models": [{"path": str(twin)}], "output": "eval"}})
-    summary = bfcnn.evaluate.evaluate(config, tmp_path / "run", model=tiny_model())
+    summary = evaluate(config, tmp_path / "run", model=tiny_model())
     assert {r["model"] for r in summary["results"]} == {"bf", "twin"}
     assert (tmp_path / "run" / "eval" / "results.md").is_file()
 
