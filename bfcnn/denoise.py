@@ -271,17 +271,34 @@ def read_any(path):
 
 
 def write_any(path, array, info=None):
-    """Write an H x W x C uint8/uint16 array in the format its suffix names (16-bit to PNG and TIFF)."""
+    """Write an H x W x C uint8/uint16 array in the format its suffix names (16-bit to PNG and TIFF),
+    atomically: a temporary file beside it, then a rename, so a failure leaves no half-written image."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write_file(tmp, array, info, path.suffix.lower())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_file(path, array, info, suffix):
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, array[..., 0] if array.shape[2] == 1 else array,
-                         photometric="minisblack" if array.shape[2] in (1, 2) else "rgb")
+        if array.shape[2] == 1:
+            tifffile.imwrite(path, array[..., 0], photometric="minisblack")
+        else:
+            tifffile.imwrite(path, array, photometric="rgb" if array.shape[2] in (3, 4) else "minisblack",
+                             planarconfig="contig", extrasamples=(2,) if array.shape[2] in (2, 4) else ())
         return
-    if suffix == ".png":
+    if np.issubdtype(array.dtype, np.floating):  # float samples only go to TIFF: 16 bits for PNG, else 8
+        scale = 65535 if suffix == ".png" else 255
+        array = np.round(np.clip(array, 0, 1) * scale).astype(np.uint16 if scale == 65535 else np.uint8)
+    if suffix == ".png" and array.shape[2] != 2:
         import cv2
 
         out = array[..., 0] if array.shape[2] == 1 else array
@@ -350,6 +367,13 @@ def glob_base(pattern) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
+def earlier_result(path, relative, output_dir) -> bool:
+    """A file found by scanning a folder that holds the output folder (below it), e.g. photos/ -o photos/out."""
+    root = path.resolve().parents[len(Path(relative).parts) - 1]
+    out = Path(output_dir).resolve()
+    return out != root and out.is_relative_to(root) and path.resolve().is_relative_to(out)
+
+
 def output_path(output_dir, relative, suffix="", extension=None) -> Path:
     relative = Path(relative)
     ext = extension if extension else relative.suffix
@@ -412,8 +436,8 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         raise BfcnnError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if iterations < 1:
         raise BfcnnError(f"--iterations must be at least 1, got {iterations}")
-    files = expand_inputs(inputs)
     output_dir = Path(output_dir)
+    files = [(p, r) for p, r in expand_inputs(inputs) if not earlier_result(p, r, output_dir)]
     if backend == "torch":
         denoiser = model if isinstance(model, Denoiser) else load_denoiser(
             model, device, tile=tile, margin=margin, blend=blend, precision=precision)

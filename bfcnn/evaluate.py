@@ -58,6 +58,8 @@ EVALUATE_SCHEMA = {
         "save_images": {"type": "integer", "minimum": 0,
                         "description": "write noisy/denoised PNGs of the first N images of each test set"},
         "iterations": {"type": "integer", "minimum": 1, "description": "apply each model this many times"},
+        "tile": {"type": "integer", "minimum": 0, "description": "tiled inference for large photos (equal to "
+                                                              "whole images, bounded memory); default 0: whole images"},
         "device": {"type": "string", "description": "default: the config's device"},
         "training_range": {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2,
                            "maxItems": 2, "description": "sigma range shaded in the plot (default: the config's "
@@ -161,6 +163,9 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None) 
         metrics[spec["type"] if spec["type"] not in metrics else f"{spec['type']}_{len(metrics)}"] = build("metric", spec)
     seed, iterations, save = cfg.get("seed", 0), cfg.get("iterations", 1), cfg.get("save_images", 0)
     modules = [(name, model.to(device).eval()) for name, model, _ in models]
+    if cfg.get("tile"):  # big photos: tiles with the receptive field as margin give the whole-image result
+        from .denoise import Denoiser
+        tiled = {name: Denoiser(module, device=device, tile=cfg["tile"]) for name, module in modules}
     per_image = []
     seconds = {}
     for set_name, images in test_sets(cfg, color_mode):
@@ -184,11 +189,10 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None) 
                         write_png(folder / f"{safe(image_name)}_noisy.png", noisy)
                     for name, module in modules:
                         began = time.perf_counter()
-                        with torch.inference_mode():
-                            out = noisy.to(device)
-                            for _ in range(iterations):
-                                out = module(out)
-                            out = out.float().clamp(0, 1).cpu()
+                        if cfg.get("tile"):
+                            out = tiled_denoise(tiled[name], noisy, iterations)
+                        else:
+                            out = whole_denoise(module, noisy, iterations, device)
                         key = (name, set_name, corruption["name"], level)
                         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
                         scores = {k: float(m(out, clean)[0]) for k, m in metrics.items()}
@@ -202,6 +206,20 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None) 
     files = write_reports(output_dir, results, per_image, list(metrics), protocol,
                           {name: str(source) for name, _, source in models}, training_range)
     return {"results": results, "files": files, "protocol": protocol}
+
+
+def whole_denoise(module, noisy, iterations, device):
+    """The protocol: the whole image through the model (k times), output clamped to [0, 1]."""
+    with torch.inference_mode():
+        out = noisy.to(device)
+        for _ in range(iterations):
+            out = module(out)
+        return out.float().clamp(0, 1).cpu()
+
+
+def tiled_denoise(denoiser, noisy, iterations):
+    array = denoiser.denoise(noisy[0].numpy().transpose(1, 2, 0), iterations=iterations, clip=True)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
 
 def aggregate(per_image, metric_names, seconds):

@@ -192,6 +192,13 @@ def test_cli_reports_bad_files_and_carries_on(tmp_path, images, weights, capsys)
     assert (out / "one.png").is_file() and (out / "deep16.tif").is_file() and not (out / "broken.png").exists()
 
 
+def test_cli_skips_earlier_results_inside_the_input_folder(tmp_path, images, weights):
+    assert main(["denoise", str(images), "-o", str(images / "denoised"), "--model", str(weights), "-q"]) == 0
+    assert main(["denoise", str(images), "-o", str(images / "denoised"), "--model", str(weights), "-q"]) == 0
+    assert not (images / "denoised" / "denoised").exists()
+    assert sorted(p.name for p in (images / "denoised").rglob("*") if p.is_file()) == ["deep16.tif", "one.png", "two.jpg"]
+
+
 def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys):
     out = str(tmp_path / "out")
     monkeypatch.setattr("bfcnn.denoise.DEFAULT_MODEL", "no_such_shipped_model")
