@@ -118,6 +118,45 @@ class Denoiser:
         self.precision = precision
         self.source = source
         self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)
+        self.on_device = self.device.type == "cuda"  # blend tiles on the GPU; on a CPU numpy's path is leaner
+
+    def denoise_on_device(self, image, scale, iterations, tile, margin, blend, clip):
+        """tiling.tiled_apply's tiles and ramps with torch tensors on the device: one upload, one download."""
+        import torch
+
+        from .tiling import ramp, starts
+
+        height, width, channels = image.shape
+        source = torch.from_numpy(np.ascontiguousarray(image if image.dtype != np.uint16 else image.astype(np.int32)))
+        source = source.to(self.device)
+        out = torch.zeros((channels, height, width), dtype=torch.float32, device=self.device)
+        norm = torch.zeros((1, height, width), dtype=torch.float32, device=self.device)
+        step = max(1, tile - blend)
+        for y in starts(height, tile, step):
+            for x in starts(width, tile, step):
+                h, w = min(tile, height - y), min(tile, width - x)
+                y0, x0 = max(0, y - margin), max(0, x - margin)
+                y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
+                patch = source[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+                if scale != 1:
+                    patch = patch * (1.0 / scale)
+                result = self.forward(patch, iterations)[0, :, y - y0:y - y0 + h, x - x0:x - x0 + w]
+                wy = torch.from_numpy(ramp(h, blend if y > 0 else 0, blend if y + h < height else 0)).to(self.device)
+                wx = torch.from_numpy(ramp(w, blend if x > 0 else 0, blend if x + w < width else 0)).to(self.device)
+                weight = wy[:, None] * wx[None, :]
+                out[:, y:y + h, x:x + w] += result * weight
+                norm[:, y:y + h, x:x + w] += weight
+        del source
+        out /= norm
+        del norm
+        if scale == 1.0:
+            if clip:
+                out.clamp_(0, 1)
+            return out.permute(1, 2, 0).cpu().numpy()
+        out.mul_(scale).round_().clamp_(0, scale)
+        kind = torch.uint8 if scale == 255.0 else torch.int32
+        result = out.to(kind).permute(1, 2, 0).contiguous().cpu().numpy()
+        return result if scale == 255.0 else result.astype(np.uint16)
 
     def __call__(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -130,47 +169,52 @@ class Denoiser:
     def __repr__(self):
         return f"Denoiser({type(self.module).__name__}, source={self.source!r}, device={self.device}, tile={self.tile})"
 
-    # -- the tile function ------------------------------------------------------------------------------
-    def tile_fn(self, scale, channels, iterations):
-        """fn for tiled_apply: 1 x c x h x w float32 in `scale` units -> same shape in [0, 1] (unclamped)."""
+    # -- the model on one tile ---------------------------------------------------------------------------
+    def forward(self, x, iterations=1):
+        """N x c x h x w float tensor in [0, 1] on self.device -> same shape (float32, unclamped)."""
         import torch
         import torch.nn.functional as F
 
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        n, c, h, w = x.shape
+        if c == 1 and self.channels > 1:
+            x = x.expand(n, self.channels, h, w)
+        elif c > 1 and self.channels == 1:
+            x = x.reshape(n * c, 1, h, w)
+        elif c != self.channels:
+            raise BfcnnError(f"the image has {c} channels, the model takes {self.channels}")
+        m = self.size_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
+            for _ in range(iterations):
+                x = self.module(x)
+        x = x[..., :h, :w].float()
+        if c == 1 and self.channels > 1:
+            x = x.mean(dim=1, keepdim=True)
+        elif c > 1 and self.channels == 1:
+            x = x.reshape(n, c, h, w)
+        return x
+
+    def tile_fn(self, scale, iterations):
+        """fn for tiling.tiled_apply: 1 x c x h x w float32 numpy in `scale` units -> [0, 1] numpy (unclamped)."""
+        import torch
 
         def fn(patch):
             x = torch.from_numpy(patch).to(self.device, non_blocking=True)
-            if scale != 1:
-                x = x * (1.0 / scale)
-            n, c, h, w = x.shape
-            if c == 1 and self.channels > 1:
-                x = x.expand(n, self.channels, h, w)
-            elif c > 1 and self.channels == 1:
-                x = x.reshape(n * c, 1, h, w)
-            elif c != self.channels:
-                raise BfcnnError(f"the image has {c} channels, the model takes {self.channels}")
-            m = self.size_multiple
-            pad_h, pad_w = (-h) % m, (-w) % m
-            if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
-                for _ in range(iterations):
-                    x = self.module(x)
-            x = x[..., :h, :w].float()
-            if c == 1 and self.channels > 1:
-                x = x.mean(dim=1, keepdim=True)
-            elif c > 1 and self.channels == 1:
-                x = x.reshape(n, c, h, w)
-            return x.cpu().numpy()
+            return self.forward(x * (1.0 / scale) if scale != 1 else x, iterations).cpu().numpy()
         return fn
 
-    def denoise(self, array, iterations=None, tile=None, margin=None, blend=None, clip=True, out=None):
+    def denoise(self, array, iterations=None, tile=None, margin=None, blend=None, clip=True, out=None,
+                on_device=None):
         """Denoise one image. array: H x W x C or H x W; uint8, uint16 or float in [0, 1]. Same shape/dtype out.
 
         tile=0 (or an image no larger than the tile) is whole-image inference; `out` may be a preallocated
         H x W x C float32 buffer (e.g. a numpy memmap) for the float result, to bound memory further.
+        on_device (default: on a GPU) blends the tiles on the device, the image uploaded once in its own dtype.
         """
         array = np.asarray(array)
         if array.ndim not in (2, 3):
@@ -197,8 +241,19 @@ class Denoiser:
         margin = self.margin if margin is None else margin
         margin = (self.radius * iterations) if margin is None else margin
         blend = self.blend if blend is None else blend
-        result = tiled_apply(image, self.tile_fn(scale, image.shape[2], iterations), tile=tile, margin=margin,
-                             blend=min(blend, max(0, tile // 2)), out=out)
+        blend = min(blend, max(0, tile // 2))
+        if (self.on_device if on_device is None else on_device) and out is None:  # converted on the device
+            result = self.denoise_on_device(image, scale, iterations, tile, margin, blend, clip).astype(dtype, copy=False)
+        else:
+            result = tiled_apply(image, self.tile_fn(scale, iterations), tile=tile, margin=margin, blend=blend, out=out)
+            result = self.to_dtype(result, scale, dtype, clip)
+        if alpha is not None:
+            result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)
+        return result[..., 0] if squeeze else result
+
+    @staticmethod
+    def to_dtype(result, scale, dtype, clip):
+        """float32 [0, 1] H x W x C -> the input's dtype, in place where it can."""
         if scale == 1.0:
             if clip:
                 np.clip(result, 0, 1, out=result)
@@ -208,9 +263,7 @@ class Denoiser:
             np.rint(result, out=result)
             np.clip(result, 0, scale, out=result)
             result = result.astype(dtype)
-        if alpha is not None:
-            result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)
-        return result[..., 0] if squeeze else result
+        return result
 
 
 def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:

@@ -75,6 +75,19 @@ def test_tiled_equals_whole_image_within_a_hundredth_of_a_db(weights, tile, blen
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_blending_on_the_device_equals_the_numpy_path(weights, dtype):
+    """The GPU path (tiles blended with torch on the device) gives the numpy path's result; checked on the CPU."""
+    rgb = photo(70, 90)
+    image = {np.uint8: rgb, np.uint16: rgb.astype(np.uint16) * 257, np.float32: rgb.astype(np.float32) / 255}[dtype]
+    denoiser = bfcnn.load_model(weights)
+    numpy_path = denoiser.denoise(image, tile=32, on_device=False)
+    device_path = denoiser.denoise(image, tile=32, on_device=True)
+    assert device_path.dtype == numpy_path.dtype == dtype
+    np.testing.assert_allclose(device_path.astype(np.float64), numpy_path.astype(np.float64),
+                               atol=1e-5 if dtype == np.float32 else 1)
+
+
 def test_too_small_a_margin_is_visible(weights):
     """The comparison above can fail: tiles without context differ from the whole image."""
     noisy = photo().astype(np.float32) / 255
