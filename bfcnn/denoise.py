@@ -449,15 +449,15 @@ def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None):
     """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile)` with x an
     H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here."""
     runtime = runtime or runtime_function()
+    alpha = None
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel is kept as it is
+        array, alpha = array[..., :-1], array[..., -1:]
     dtype = array.dtype
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
     x = array.astype(np.float32) / scale if scale != 1.0 else array.astype(np.float32)
-    y = np.asarray(runtime(x, str(model_file), backend, tile=tile))
-    if y.shape != x.shape:
-        y = y.reshape(x.shape)
-    if scale == 1.0:
-        return np.clip(y, 0, 1).astype(dtype)
-    return np.clip(np.rint(y.astype(np.float32) * scale), 0, scale).astype(dtype)
+    y = np.asarray(runtime(x, str(model_file), backend, tile=tile), dtype=np.float32).reshape(x.shape)
+    y = Denoiser.to_dtype(y, scale, dtype, clip=True)
+    return y if alpha is None else np.concatenate([y, alpha], axis=2)
 
 
 def find_model_file(model, backend) -> Path:
