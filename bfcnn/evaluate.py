@@ -40,6 +40,8 @@ EVALUATE_SCHEMA = {
                           "description": "photos that scikit-image ships, as a test set named sample_photos "
                                          "(astronaut is the sample_images dataset's held-out photo); the "
                                          "default when no directories are given"},
+        "validation_images": {"type": "boolean", "description": "the config's dataset's held-out validation "
+                                                                 "images as a test set (e.g. sample_images' photo)"},
         "sigmas": {**NUMBERS, "description": "Gaussian noise levels in 0..255 units (field protocol)"},
         "corruptions": {"type": "array", "description": "more corruptions: registered noises, swept over levels",
                         "items": {"type": "object", "additionalProperties": False, "required": ["noise"],
@@ -102,13 +104,31 @@ def sample_photo(name, color_mode):
 
     array = getattr(data, name)()
     array = (array[0] if isinstance(array, tuple) else array).astype(np.float32) / 255.0
-    array = array[..., None] if array.ndim == 2 else array[..., :3]
-    if color_mode == "grayscale":
-        return array.mean(axis=2, keepdims=True)
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+    return as_color_mode(array[..., None] if array.ndim == 2 else array[..., :3], color_mode)
 
 
-def test_sets(cfg, color_mode):
+def as_color_mode(array, color_mode):
+    if color_mode == "grayscale" and array.shape[2] != 1:
+        return array[..., :3].mean(axis=2, keepdims=True)
+    if color_mode == "rgb" and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    return array
+
+
+def validation_set(dataset_spec, color_mode, max_images=None):
+    """The held-out validation images of the config's dataset (e.g. the photo sample_images keeps out)."""
+    if not dataset_spec:
+        raise BfcnnError("evaluate.validation_images: the config has no dataset section to take them from")
+    images = build("dataset", dataset_spec).validation_images()[:max_images]
+    if not images:
+        raise BfcnnError(f"evaluate.validation_images: the {dataset_spec['type']} dataset holds out no image "
+                         "(give it validation images, or use directories / sample_photos)")
+    name = f"{dataset_spec['type']}_validation"
+    return name, [(str(i), lambda t=t: as_color_mode(t[0].float().numpy().transpose(1, 2, 0), color_mode))
+                  for i, t in enumerate(images)]
+
+
+def test_sets(cfg, color_mode, dataset_spec=None):
     """[(name, [(image name, loader)])]: loaders read one image at a time (H x W x C float32 in [0, 1])."""
     sets, used = [], set()
     missing = [d for d in cfg.get("directories", []) if not Path(d).is_dir()]
@@ -125,7 +145,10 @@ def test_sets(cfg, color_mode):
         root = Path(directory)
         sets.append((name, [(str(p.relative_to(root).with_suffix("")),
                              lambda p=p: read_image(p, color_mode)) for p in paths]))
-    photos = cfg.get("sample_photos") or ([] if cfg.get("directories") else ["astronaut"])
+    if cfg.get("validation_images"):
+        sets.append(validation_set(dataset_spec, color_mode, cfg.get("max_images")))
+    default = [] if cfg.get("directories") or cfg.get("validation_images") else ["astronaut"]
+    photos = cfg.get("sample_photos") or default
     if photos:
         photos = photos[:cfg.get("max_images")]
         sets.append(("sample_photos", [(n, lambda n=n: sample_photo(n, color_mode)) for n in photos]))
@@ -147,8 +170,9 @@ def corruptions_of(cfg):
 
 # ----------------------------------------------------------------------------------------------- evaluation
 
-def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None) -> dict:
-    """models: [(name, nn.Module, source)]; cfg: an `evaluate` section; results into output_dir."""
+def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, dataset=None) -> dict:
+    """models: [(name, nn.Module, source)]; cfg: an `evaluate` section; results into output_dir.
+    `dataset`: the config's dataset spec, for `validation_images`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -168,7 +192,7 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None) 
         tiled = {name: Denoiser(module, device=device, tile=cfg["tile"]) for name, module in modules}
     per_image = []
     seconds = {}
-    for set_name, images in test_sets(cfg, color_mode):
+    for set_name, images in test_sets(cfg, color_mode, dataset):
         log.info("evaluate: %s (%d images)", set_name, len(images))
         for index, (image_name, load) in enumerate(images):
             array = load()
@@ -386,7 +410,7 @@ def evaluate(config: dict, output_dir, model=None) -> dict:
         models.append((extra.get("name") or model_name(extra["path"]), load_model(extra["path"], device=device),
                        extra["path"]))
     report = evaluate_models(models, cfg, output_dir / cfg.get("output", "evaluation"), device,
-                             training_range_of(config, cfg))
+                             training_range_of(config, cfg), config.get("dataset"))
     for row in report["results"]:
         log.info("evaluate: %s %s %s %s: %s", row["model"], row["test_set"], row["corruption"],
                  level_text(row["level"]), ", ".join(f"{k} {row[k]:.4g}" for k in row
@@ -422,7 +446,8 @@ def command(args) -> int:
     from .config import load_config, validate
     from .denoise import resolve_device
 
-    cfg = dict(load_config(args.config).get("evaluate", {})) if args.config else {}
+    config = load_config(args.config) if args.config else {}
+    cfg = dict(config.get("evaluate", {}))
     if args.sigmas or "sigmas" not in cfg:
         cfg["sigmas"] = [int(s) if float(s).is_integer() else s for s in args.sigmas or [15, 25, 50]]
     if args.metrics:
@@ -430,6 +455,7 @@ def command(args) -> int:
     if args.data:
         cfg["directories"] = args.data
         cfg.pop("sample_photos", None)
+        cfg.pop("validation_images", None)
     if args.sample_photos is not None:
         cfg["sample_photos"] = args.sample_photos or ["astronaut"]
     for key in ("color_mode", "max_images", "seed", "iterations", "save_images"):
@@ -444,7 +470,7 @@ def command(args) -> int:
     device = resolve_device(args.device)
     models = [(name, load_model(source, device=device), source) for name, source in zip(names, args.models)]
     report = evaluate_models(models, cfg, args.output_dir, device,
-                             args.training_range or cfg.get("training_range"))
+                             args.training_range or training_range_of(config, cfg), config.get("dataset"))
     print(Path(report["files"]["markdown"]).read_text(), end="")
     print("\n".join(f"{kind}: {path}" for kind, path in report["files"].items()))
     return 0

@@ -119,20 +119,35 @@ def test_gray_model_reads_color_folders_as_gray(tmp_path, test_folder):
     assert report["results"][0]["images"] == 2 and "ssim" not in report["results"][0]
 
 
-def test_stage_in_a_config_uses_the_sample_photo(tmp_path):
+def test_stage_in_the_quick_start_denoises_the_held_out_photo(tmp_path):
     """The quick start's evaluate section, on a model trained for 2 steps: no download, images written."""
-    config = bfcnn.load_config("configs/quickstart.yaml", ["train.total_steps=2", "train.checkpoint_every=2",
-                                                           "evaluate.sigmas=[25]"])
-    assert config["evaluate"]["sample_photos"] == ["astronaut"]
+    config = bfcnn.load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml",
+                               ["train.total_steps=2", "train.checkpoint_every=2", "evaluate.sigmas=[25]"])
+    assert config["dataset"]["type"] == "sample_images" and config["evaluate"]["validation_images"]
     summary = bfcnn.run(config, tmp_path / "run")
     evaluation = tmp_path / "run" / "evaluation"
-    for name in ("results.csv", "results.json", "results.md", "psnr_vs_sigma.png",
-                 "images/sample_photos/astronaut_clean.png", "images/sample_photos/gaussian-25/astronaut_noisy.png",
-                 "images/sample_photos/gaussian-25/astronaut_quickstart.png"):
+    held_out = "images/sample_images_validation"
+    for name in ("results.csv", "results.json", "results.md", "psnr_vs_sigma.png", f"{held_out}/0_clean.png",
+                 f"{held_out}/gaussian-25/0_noisy.png", f"{held_out}/gaussian-25/0_quickstart.png"):
         assert (evaluation / name).is_file(), name
     row = summary["evaluate"]["results"][0]
-    assert row["test_set"] == "sample_photos" and row["model"] == "quickstart" and row["images"] == 1
-    assert 19 < row["noisy_psnr"] < 22  # sigma 25 on a 512 x 512 photo
+    assert row["test_set"] == "sample_images_validation" and row["model"] == "quickstart" and row["images"] == 1
+    assert 19 < row["noisy_psnr"] < 22  # sigma 25
+    held = bfcnn.build("dataset", config["dataset"]).validation_images()[0][0].numpy().transpose(1, 2, 0)
+    saved = np.asarray(Image.open(evaluation / held_out / "0_clean.png"), np.float32) / 255
+    assert saved.shape == held.shape and np.abs(saved - held).max() <= 0.5 / 255 + 1e-6
+
+
+def test_sample_photos_are_the_default_test_set(tmp_path):
+    rows = evaluate_models([("m", tiny_model(), "m")], {"sigmas": [50], "metrics": [{"type": "psnr"}]},
+                           tmp_path)["results"]
+    assert [(r["test_set"], r["images"]) for r in rows] == [("sample_photos", 1)]
+    gray = evaluate_models([("g", tiny_model({**SPEC, "channels": 1}), "g")],
+                           {"sample_photos": ["camera", "coffee"], "sigmas": [50], "metrics": [{"type": "psnr"}]},
+                           tmp_path / "gray")["results"]
+    assert gray[0]["images"] == 2
+    with pytest.raises(bfcnn.BfcnnError, match="no dataset"):
+        evaluate_models([("m", tiny_model(), "m")], {"validation_images": True}, tmp_path / "x")
 
 
 def test_stage_compares_with_other_models(tmp_path, test_folder):
