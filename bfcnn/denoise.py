@@ -510,6 +510,11 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
     clashes = [str(target) for _, target in targets if target.resolve() in sources]
     if clashes:
         raise BfcnnError(f"the output would overwrite an input ({clashes[0]}): choose another -o or a --suffix")
+    seen = {}
+    for path, target in targets:
+        if target in seen:
+            raise BfcnnError(f"{seen[target]} and {path} would both be written to {target}: denoise them apart")
+        seen[target] = path
     written, failed = [], {}
     bar = tqdm(targets, desc="denoise", unit="image", disable=not progress, file=sys.stderr)
     for path, target in bar:

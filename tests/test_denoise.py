@@ -222,6 +222,10 @@ def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys
     assert main(["denoise", str(images), "-o", str(images), "--model", str(weights)]) == 2
     assert "overwrite" in capsys.readouterr().err
     assert main(["denoise", str(images), "-o", out, "--model", str(weights), "--iterations", "0"]) == 2
+    (images / "sub" / "one.png").write_bytes((images / "one.png").read_bytes())
+    assert main(["denoise", str(images / "one.png"), str(images / "sub" / "one.png"), "-o", out, "--model",
+                 str(weights)]) == 2
+    assert "both be written" in capsys.readouterr().err
     assert main(["denoise", str(images), "-o", out, "--model", str(weights), "--device", "nonsense"]) == 2
     assert main(["denoise", str(images), "-o", out, "--backend", "caffe"]) == 2
     assert not (tmp_path / "out").exists()
