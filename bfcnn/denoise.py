@@ -136,6 +136,7 @@ class Denoiser:
             for x in starts(width, tile, step):
                 h, w = min(tile, height - y), min(tile, width - x)
                 y0, x0 = max(0, y - margin), max(0, x - margin)
+                y0, x0 = y0 - y0 % self.size_multiple, x0 - x0 % self.size_multiple
                 y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
                 patch = source[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
                 if scale != 1:
@@ -245,7 +246,8 @@ class Denoiser:
         if (self.on_device if on_device is None else on_device) and out is None:  # converted on the device
             result = self.denoise_on_device(image, scale, iterations, tile, margin, blend, clip).astype(dtype, copy=False)
         else:
-            result = tiled_apply(image, self.tile_fn(scale, iterations), tile=tile, margin=margin, blend=blend, out=out)
+            result = tiled_apply(image, self.tile_fn(scale, iterations), tile=tile, margin=margin, blend=blend, out=out,
+                                 align=self.size_multiple)
             result = self.to_dtype(result, scale, dtype, clip)
         if alpha is not None:
             result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)

@@ -63,6 +63,36 @@ def test_receptive_radius_of_a_conv_stack():
     assert receptive_radius(tiny_model({**SPEC, "kernel_size": 5})) == 8
 
 
+class Multiscale(torch.nn.Module):
+    """A model that resamples (its receptive field is not a sum of kernel radii) and needs sizes divisible by 4."""
+
+    size_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.pool, self.conv = torch.nn.AvgPool2d(2), torch.nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.up = torch.nn.Upsample(scale_factor=2)
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[2:]))
+        return x - self.up(self.conv(self.pool(x)))
+
+
+def test_models_that_resample_get_a_wide_margin_and_their_size_multiple():
+    model = Multiscale()
+    assert receptive_radius(model) is None
+    denoiser = Denoiser(model)
+    assert denoiser.radius == 64 and not denoiser.exact
+    image = photo(200, 230).astype(np.float32) / 255
+    out = denoiser.denoise(image, tile=40, blend=8, clip=False)
+    assert out.shape == image.shape
+    assert model.sizes and all(h % 4 == 0 and w % 4 == 0 for h, w in model.sizes)
+    whole = denoiser.denoise(image, tile=0, clip=False)
+    assert abs(psnr(out, image) - psnr(whole, image)) < 0.01  # tiles start on the model's 4-pixel grid
+    np.testing.assert_allclose(denoiser.denoise(image, tile=40, blend=8, clip=False, on_device=True), out, atol=1e-5)
+
+
 @pytest.mark.parametrize("tile,blend", [(32, 0), (48, 8), (64, 16), (0, 16)])
 def test_tiled_equals_whole_image_within_a_hundredth_of_a_db(weights, tile, blend):
     clean = photo().astype(np.float32) / 255

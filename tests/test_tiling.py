@@ -73,3 +73,18 @@ def test_tile_starts_cover_the_image():
         assert all(b - a <= 12 for a, b in zip(points, points[1:]))
     w = ramp(10, 4, 4)
     assert w.min() > 0 and w.max() == 1
+
+
+def test_aligned_tiles_start_on_the_grid():
+    image = np.arange(50 * 70, dtype=np.float32).reshape(50, 70, 1)  # a pixel's value names its position
+    corners = []
+
+    def fn(x):
+        corners.append(divmod(int(x[0, 0, 0, 0]), 70))
+        return x
+    out = tiled_apply(image, fn, tile=16, margin=5, blend=4, align=8)
+    np.testing.assert_allclose(out, image, rtol=1e-6)
+    assert len(corners) > 4 and all(y % 8 == 0 and x % 8 == 0 for y, x in corners)
+    corners.clear()
+    tiled_apply(image, fn, tile=16, margin=5, blend=4)
+    assert any(y % 8 or x % 8 for y, x in corners)  # without align they do not
