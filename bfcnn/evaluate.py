@@ -84,14 +84,18 @@ def gaussian_noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor
     return clean.float() + (float(sigma) / 255.0) * noise
 
 
-def corrupt(clean, corruption, level, seed):
+def corrupt(clean, corruption, level, seed, built=None):
+    """The noisy image; `built` caches the registered noises by (corruption, level)."""
     if corruption["name"] == GAUSSIAN and "noise" not in corruption:
         return gaussian_noisy(clean, level, seed)
-    spec = dict(corruption["noise"])
-    if level is not None:
-        spec[corruption.get("level_key", "sigma")] = level
-    noise = build("noise", spec)
-    return noise(clean.float(), torch.Generator().manual_seed(int(seed)))
+    built = {} if built is None else built
+    key = (corruption["name"], level)
+    if key not in built:
+        spec = dict(corruption["noise"])
+        if level is not None:
+            spec[corruption.get("level_key", "sigma")] = level
+        built[key] = build("noise", spec)
+    return built[key](clean.float(), torch.Generator().manual_seed(int(seed)))
 
 
 def model_channels(model) -> int:
@@ -190,8 +194,7 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
     if cfg.get("tile"):  # big photos: tiles with the receptive field as margin give the whole-image result
         from .denoise import Denoiser
         tiled = {name: Denoiser(module, device=device, tile=cfg["tile"]) for name, module in modules}
-    per_image = []
-    seconds = {}
+    per_image, seconds, noises, corruptions = [], {}, {}, corruptions_of(cfg)
     for set_name, images in test_sets(cfg, color_mode, dataset):
         log.info("evaluate: %s (%d images)", set_name, len(images))
         for index, (image_name, load) in enumerate(images):
@@ -202,9 +205,9 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
             clean = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
             if index < save:
                 write_png(output_dir / "images" / set_name / f"{safe(image_name)}_clean.png", clean)
-            for corruption in corruptions_of(cfg):
+            for corruption in corruptions:
                 for level in corruption["levels"]:
-                    noisy = corrupt(clean, corruption, level, seed + index)
+                    noisy = corrupt(clean, corruption, level, seed + index, noises)
                     row = {"test_set": set_name, "image": image_name, "corruption": corruption["name"],
                            "level": level, "height": clean.shape[2], "width": clean.shape[3]}
                     noisy_scores = {f"noisy_{k}": float(m(noisy, clean)[0]) for k, m in metrics.items()}
@@ -225,8 +228,9 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
                             write_png(folder / f"{safe(image_name)}_{safe(name)}.png", out)
     results = aggregate(per_image, list(metrics), seconds)
     protocol = ("Gaussian: clean in [0,1], float noise sigma/255 added unclipped and unquantized, seed "
-                f"{seed}+image index; output (and noisy input) clamped to [0,1]; whole images; "
-                f"{color_mode}; iterations {iterations}")
+                f"{seed}+image index; output (and noisy input) clamped to [0,1]; "
+                + (f"tiles of {cfg['tile']} px (equal to whole images); " if cfg.get("tile") else "whole images; ")
+                + f"{color_mode}; iterations {iterations}")
     files = write_reports(output_dir, results, per_image, list(metrics), protocol,
                           {name: str(source) for name, _, source in models}, training_range)
     return {"results": results, "files": files, "protocol": protocol}
