@@ -33,6 +33,10 @@ def run(config_or_path, output_dir, overrides=()):
 
 
 def load_model(name_or_path, device="cpu"):
-    """A trained denoiser from a run folder, a checkpoint file or a shipped model's name."""
-    from .checkpoint import load_model as load
-    return load(name_or_path, device=device)
+    """A trained denoiser from a run folder, a checkpoint file or a shipped model's name.
+
+    Returns a bfcnn.denoise.Denoiser: `.denoise(array)` (H x W x C uint8/uint16/float -> same dtype, tiled),
+    `.module` the torch model; calls and other attributes go to the module.
+    """
+    from .denoise import load_denoiser
+    return load_denoiser(name_or_path, device=device)

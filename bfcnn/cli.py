@@ -15,7 +15,7 @@ import traceback
 from .errors import BfcnnError, RunError
 
 # sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
-COMMAND_MODULES = {}
+COMMAND_MODULES = {"evaluate": "bfcnn.evaluate", "denoise": "bfcnn.denoise"}
 
 
 def guarded(fn) -> int:

@@ -26,10 +26,12 @@ def starts(size, tile, step):
     return sorted(set(points))
 
 
-def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None):
+def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
     """Apply fn (N x C x h x w float32 -> same shape) to an H x W x C float image, tile by tile.
 
     `out` may be a preallocated H x W x C float32 array (e.g. a memory map) to bound memory further.
+    `align`: each tile's input starts at a multiple of it, so a model that downsamples by `align` sees the
+    same pixel grid as on the whole image.
     """
     height, width, channels = image.shape
     out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
@@ -40,6 +42,7 @@ def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None):
         for x in xs:
             h, w = min(tile, height - y), min(tile, width - x)
             y0, x0 = max(0, y - margin), max(0, x - margin)
+            y0, x0 = y0 - y0 % align, x0 - x0 % align
             y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
             patch = np.ascontiguousarray(image[y0:y1, x0:x1].transpose(2, 0, 1)[None], dtype=np.float32)
             result = fn(patch)[0].transpose(1, 2, 0)[y - y0:y - y0 + h, x - x0:x - x0 + w]

@@ -1,0 +1,572 @@
+"""denoise image files, folders or globs with a trained or shipped model (tiled, any size, 16-bit kept)
+
+Python API: `Denoiser` (what `bfcnn.load_model` returns: `.denoise(array)` keeps the dtype, `.module` is the
+torch model), `load_denoiser(name_or_path)`, `denoise_files(inputs, output_dir, ...)`, `read_any`/`write_any`.
+Images are processed tile by tile (bfcnn.tiling): each tile sees `margin` pixels of context on every side,
+at least the model's receptive radius when it can be computed, so the result equals whole-image inference;
+kept regions overlap by `blend` pixels mixed with linear ramps.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BfcnnError
+from .images import IMAGE_SUFFIXES, find_images
+from .tiling import tiled_apply
+
+log = logging.getLogger("bfcnn")
+
+DEFAULT_MODEL = "bf_dncnn_color"  # the shipped model `bfcnn denoise` uses without --model
+DEFAULT_TILE = {"cpu": 512, "cuda": 1024}
+DEFAULT_BLEND = 16
+FALLBACK_MARGIN = 64  # context for models whose receptive field cannot be computed
+BACKENDS = ("torch", "onnx", "tflite")
+MODEL_FILE_SUFFIXES = {"onnx": (".onnx",), "tflite": (".tflite",)}
+GLOB_CHARS = set("*?[")
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+def model_channels(module) -> int:
+    """Input channels of a model: its `channels` attribute, else the first Conv2d's in_channels."""
+    import torch
+
+    if isinstance(getattr(module, "channels", None), int):
+        return module.channels
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            return layer.in_channels
+    raise BfcnnError("cannot tell the model's input channels: it has no Conv2d and no `channels` attribute")
+
+
+def receptive_radius(module):
+    """Pixels of context one output pixel depends on, for a plain stack of stride-1 convolutions; else None.
+
+    Only models built of Sequential / ModuleList containers, stride-1 convolutions and pointwise layers are
+    measured (a custom sub-module's forward could resample); a model may state its radius itself with an
+    integer `receptive_radius` attribute (e.g. a multiscale net). None: tiles get FALLBACK_MARGIN and blending.
+    """
+    from torch import nn
+
+    stated = getattr(module, "receptive_radius", None)
+    if isinstance(stated, int):
+        return stated
+    pointwise = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU,
+                 nn.SiLU, nn.Dropout)
+    radius = 0
+    for layer in module.modules():
+        if layer is module or isinstance(layer, (nn.Sequential, nn.ModuleList)):
+            continue
+        if isinstance(layer, nn.Conv2d) and type(layer) is nn.Conv2d:
+            if tuple(layer.stride) != (1, 1) or layer.padding_mode != "zeros":
+                return None
+            radius += max(-(-d * (k - 1) // 2) for k, d in zip(layer.kernel_size, layer.dilation))
+        elif isinstance(layer, pointwise) or type(layer).__name__ == "BiasFreeBatchNorm":
+            continue
+        else:
+            return None
+    return radius
+
+
+def resolve_device(name="auto"):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise BfcnnError(f"--device {name!r}: {error}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BfcnnError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+class Denoiser:
+    """A trained denoiser for arrays of any size: `denoise(array)` maps H x W x C (or H x W) uint8, uint16 or
+    float (in [0, 1]) to the same shape and dtype, tile by tile in bounded memory.
+
+    `module` is the torch model (N x C x H x W -> same); calling the Denoiser, or any attribute it does not
+    have (parameters, state_dict, eval, ...), goes to the module, so code that wants the nn.Module keeps working.
+    Channel mismatches are handled: a gray image through a color model is replicated and averaged back, a color
+    image through a gray model is denoised channel by channel, an alpha channel is kept as it is.
+    """
+
+    def __init__(self, module, device="cpu", tile=None, margin=None, blend=DEFAULT_BLEND, iterations=1,
+                 precision="fp32", source=None):
+        import torch
+
+        self.device = resolve_device(device) if not isinstance(device, torch.device) else device
+        self.module = module.to(self.device).eval()
+        self.channels_last = self.device.type == "cuda"  # the fast layout for convolutions on GPUs
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.channels = model_channels(module)
+        self.tile = tile or DEFAULT_TILE.get(self.device.type, 512)
+        radius = receptive_radius(module)
+        self.exact = radius is not None
+        self.radius = radius if radius is not None else FALLBACK_MARGIN
+        self.margin = margin
+        self.blend = blend
+        self.iterations = iterations
+        self.precision = precision
+        self.source = source
+        self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)
+        self.on_device = self.device.type == "cuda"  # blend tiles on the GPU; on a CPU numpy's path is leaner
+
+    def denoise_on_device(self, image, scale, iterations, tile, margin, blend, clip):
+        """tiling.tiled_apply's tiles and ramps with torch tensors on the device: one upload, one download."""
+        import torch
+
+        from .tiling import ramp, starts
+
+        height, width, channels = image.shape
+        source = torch.from_numpy(np.ascontiguousarray(image if image.dtype != np.uint16 else image.astype(np.int32)))
+        source = source.to(self.device)
+        out = torch.zeros((channels, height, width), dtype=torch.float32, device=self.device)
+        norm = torch.zeros((1, height, width), dtype=torch.float32, device=self.device)
+        step = max(1, tile - blend)
+        for y in starts(height, tile, step):
+            for x in starts(width, tile, step):
+                h, w = min(tile, height - y), min(tile, width - x)
+                y0, x0 = max(0, y - margin), max(0, x - margin)
+                y0, x0 = y0 - y0 % self.size_multiple, x0 - x0 % self.size_multiple
+                y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
+                patch = source[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+                if scale != 1:
+                    patch = patch * (1.0 / scale)
+                result = self.forward(patch, iterations)[0, :, y - y0:y - y0 + h, x - x0:x - x0 + w]
+                wy = torch.from_numpy(ramp(h, blend if y > 0 else 0, blend if y + h < height else 0)).to(self.device)
+                wx = torch.from_numpy(ramp(w, blend if x > 0 else 0, blend if x + w < width else 0)).to(self.device)
+                weight = wy[:, None] * wx[None, :]
+                out[:, y:y + h, x:x + w] += result * weight
+                norm[:, y:y + h, x:x + w] += weight
+        del source
+        out /= norm
+        del norm
+        if scale == 1.0:
+            if clip:
+                out.clamp_(0, 1)
+            return out.permute(1, 2, 0).cpu().numpy()
+        out.mul_(scale).round_().clamp_(0, scale)
+        kind = torch.uint8 if scale == 255.0 else torch.int32
+        result = out.to(kind).permute(1, 2, 0).contiguous().cpu().numpy()
+        return result if scale == 255.0 else result.astype(np.uint16)
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):  # only called for attributes the Denoiser itself lacks
+        if name == "module":
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+    def __repr__(self):
+        return f"Denoiser({type(self.module).__name__}, source={self.source!r}, device={self.device}, tile={self.tile})"
+
+    # -- the model on one tile ---------------------------------------------------------------------------
+    def forward(self, x, iterations=1):
+        """N x c x h x w float tensor in [0, 1] on self.device -> same shape (float32, unclamped)."""
+        import torch
+        import torch.nn.functional as F
+
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        n, c, h, w = x.shape
+        if c == 1 and self.channels > 1:
+            x = x.expand(n, self.channels, h, w)
+        elif c > 1 and self.channels == 1:
+            x = x.reshape(n * c, 1, h, w)
+        elif c != self.channels:
+            raise BfcnnError(f"the image has {c} channels, the model takes {self.channels}")
+        m = self.size_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
+            for _ in range(iterations):
+                x = self.module(x)
+        x = x[..., :h, :w].float()
+        if c == 1 and self.channels > 1:
+            x = x.mean(dim=1, keepdim=True)
+        elif c > 1 and self.channels == 1:
+            x = x.reshape(n, c, h, w)
+        return x
+
+    def tile_fn(self, scale, iterations):
+        """fn for tiling.tiled_apply: 1 x c x h x w float32 numpy in `scale` units -> [0, 1] numpy (unclamped)."""
+        import torch
+
+        def fn(patch):
+            x = torch.from_numpy(patch).to(self.device, non_blocking=True)
+            return self.forward(x * (1.0 / scale) if scale != 1 else x, iterations).cpu().numpy()
+        return fn
+
+    def denoise(self, array, iterations=None, tile=None, margin=None, blend=None, clip=True, out=None,
+                on_device=None):
+        """Denoise one image. array: H x W x C or H x W; uint8, uint16 or float in [0, 1]. Same shape/dtype out.
+
+        tile=0 (or an image no larger than the tile) is whole-image inference; `out` may be a preallocated
+        H x W x C float32 buffer (e.g. a numpy memmap) for the float result, to bound memory further.
+        on_device (default: on a GPU) blends the tiles on the device, the image uploaded once in its own dtype.
+        """
+        array = np.asarray(array)
+        if array.ndim not in (2, 3):
+            raise BfcnnError(f"an image is H x W or H x W x C, got shape {array.shape}")
+        squeeze = array.ndim == 2
+        image = array[..., None] if squeeze else array
+        dtype = image.dtype
+        if dtype == np.uint8:
+            scale = 255.0
+        elif dtype == np.uint16:
+            scale = 65535.0
+        elif np.issubdtype(dtype, np.floating):
+            scale = 1.0
+        else:
+            raise BfcnnError(f"images are uint8, uint16 or float, got {dtype}")
+        alpha = None
+        if image.shape[2] in (2, 4):  # gray + alpha, RGB + alpha: the alpha channel is kept as it is
+            image, alpha = image[..., :-1], image[..., -1:]
+        iterations = iterations or self.iterations
+        tile = self.tile if tile is None else tile
+        height, width = image.shape[:2]
+        if not tile or tile <= 0:
+            tile = max(height, width)
+        margin = self.margin if margin is None else margin
+        margin = (self.radius * iterations) if margin is None else margin
+        blend = self.blend if blend is None else blend
+        blend = min(blend, max(0, tile // 2))
+        if (self.on_device if on_device is None else on_device) and out is None:  # converted on the device
+            result = self.denoise_on_device(image, scale, iterations, tile, margin, blend, clip).astype(dtype, copy=False)
+        else:
+            result = tiled_apply(image, self.tile_fn(scale, iterations), tile=tile, margin=margin, blend=blend, out=out,
+                                 align=self.size_multiple)
+            result = self.to_dtype(result, scale, dtype, clip)
+        if alpha is not None:
+            result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)
+        return result[..., 0] if squeeze else result
+
+    @staticmethod
+    def to_dtype(result, scale, dtype, clip):
+        """float32 [0, 1] H x W x C -> the input's dtype, in place where it can."""
+        if scale == 1.0:
+            if clip:
+                np.clip(result, 0, 1, out=result)
+            result = result.astype(dtype, copy=False)
+        else:
+            np.multiply(result, scale, out=result)
+            np.rint(result, out=result)
+            np.clip(result, 0, scale, out=result)
+            result = result.astype(dtype)
+        return result
+
+
+def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
+    """A Denoiser from a .safetensors file, a run folder, or a shipped model's name (default: DEFAULT_MODEL)."""
+    from .checkpoint import find_weights, load_model
+
+    if name_or_path is None:
+        shipped = Path(__file__).parent / "pretrained" / f"{DEFAULT_MODEL}.safetensors"
+        if not shipped.is_file():
+            raise BfcnnError(f"no shipped model is installed (the default {DEFAULT_MODEL!r} is not in "
+                             f"{shipped.parent}): pass --model PATH, a .safetensors file or a run folder")
+        name_or_path = DEFAULT_MODEL
+    weights = find_weights(name_or_path)
+    device = resolve_device(device)
+    return Denoiser(load_model(weights, device=device), device=device, source=str(weights), **options)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+def read_any(path):
+    """(H x W x C array in the file's own dtype: uint8, uint16 or float32, metadata for writing back)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray(key=0)
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+            array = np.moveaxis(array, 0, 2)  # planar (C x H x W) storage
+        if array.dtype not in (np.uint8, np.uint16):
+            if np.issubdtype(array.dtype, np.floating):
+                array = array.astype(np.float32)
+            else:
+                raise BfcnnError(f"{path}: unsupported TIFF sample type {array.dtype}")
+        return (array[..., None] if array.ndim == 2 else array), {}
+    if suffix == ".png":
+        import cv2  # reads and writes 16-bit color PNG, which Pillow cannot
+
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise BfcnnError(f"{path}: not a readable PNG")
+        if array.ndim == 3:
+            array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        return (array[..., None] if array.ndim == 2 else array), {}
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)  # applied, and the orientation tag dropped from its EXIF
+        info = {key: image.info[key] for key in ("icc_profile", "exif", "dpi") if key in image.info}
+        if image.mode in ("I;16", "I;16B", "I;16L"):
+            array = np.asarray(image, dtype=np.uint16)
+        elif image.mode not in ("L", "RGB", "RGBA", "LA"):
+            array = np.asarray(image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"))
+        else:
+            array = np.asarray(image)
+    return (array[..., None] if array.ndim == 2 else array), info
+
+
+def write_any(path, array, info=None):
+    """Write an H x W x C uint8/uint16 array in the format its suffix names (16-bit to PNG and TIFF),
+    atomically: a temporary file beside it, then a rename, so a failure leaves no half-written image."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write_file(tmp, array, info, path.suffix.lower())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_file(path, array, info, suffix):
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        if array.shape[2] == 1:
+            tifffile.imwrite(path, array[..., 0], photometric="minisblack")
+        else:
+            tifffile.imwrite(path, array, photometric="rgb" if array.shape[2] in (3, 4) else "minisblack",
+                             planarconfig="contig", extrasamples=(2,) if array.shape[2] in (2, 4) else ())
+        return
+    if np.issubdtype(array.dtype, np.floating):  # float samples only go to TIFF: 16 bits for PNG, else 8
+        scale = 65535 if suffix == ".png" else 255
+        array = np.round(np.clip(array, 0, 1) * scale).astype(np.uint16 if scale == 65535 else np.uint8)
+    if suffix == ".png" and array.shape[2] != 2:
+        import cv2
+
+        out = array[..., 0] if array.shape[2] == 1 else array
+        if out.ndim == 3:
+            out = cv2.cvtColor(out, cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), out):
+            raise BfcnnError(f"{path}: could not write")
+        return
+    from PIL import Image
+
+    if array.dtype == np.uint16:  # formats without 16-bit samples get 8
+        array = np.round(array / 257.0).astype(np.uint8)
+    image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    kwargs = dict(info or {})
+    if suffix in (".jpg", ".jpeg"):
+        kwargs.setdefault("quality", 95)
+        if image.mode in ("RGBA", "LA"):
+            image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    image.save(path, **kwargs)
+
+
+def expand_inputs(inputs) -> list[tuple[Path, Path]]:
+    """(file, path relative to what was named) for files, folders (recursive) and globs; BfcnnError if any
+    input names nothing."""
+    found, missing = [], []
+    for item in inputs:
+        text = str(item)
+        if GLOB_CHARS & set(text) and not Path(text).exists():
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for folder in (p for p in matches if p.is_dir()):
+                files += find_images(folder)
+            if not files:
+                missing.append(f"{text} (no image matches)")
+            base = glob_base(text)  # outputs keep the sub-folders below the pattern's fixed part
+            found += [(p, p.relative_to(base) if p.is_relative_to(base) else Path(p.name)) for p in files]
+            continue
+        path = Path(text)
+        if path.is_dir():
+            images = find_images(path)
+            if not images:
+                missing.append(f"{text} (a folder without images)")
+            found += [(p, p.relative_to(path)) for p in images]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            missing.append(f"{text} (not found)")
+    if missing:
+        raise BfcnnError("nothing to denoise at: " + ", ".join(missing))
+    unique, seen = [], set()
+    for path, relative in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, relative))
+    return unique
+
+
+def glob_base(pattern) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard."""
+    parts = []
+    for part in Path(pattern).parts[:-1]:
+        if GLOB_CHARS & set(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def earlier_result(path, relative, output_dir) -> bool:
+    """A file found by scanning a folder that holds the output folder (below it), e.g. photos/ -o photos/out."""
+    root = path.resolve().parents[len(Path(relative).parts) - 1]
+    out = Path(output_dir).resolve()
+    return out != root and out.is_relative_to(root) and path.resolve().is_relative_to(out)
+
+
+def output_path(output_dir, relative, suffix="", extension=None) -> Path:
+    relative = Path(relative)
+    ext = extension if extension else relative.suffix
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    return Path(output_dir) / relative.parent / f"{relative.stem}{suffix}{ext}"
+
+
+def runtime_function():
+    """bfcnn.runtime.denoise_file_array, the torch-free runtime (written with the export issue), imported lazily."""
+    try:
+        from .runtime import denoise_file_array
+    except ImportError as error:
+        raise BfcnnError(f"this backend needs bfcnn.runtime (the torch-free runtime), which cannot be imported "
+                         f"here ({error}); use --backend torch") from None
+    return denoise_file_array
+
+
+def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None):
+    """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile)` with x an
+    H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here."""
+    runtime = runtime or runtime_function()
+    alpha = None
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel is kept as it is
+        array, alpha = array[..., :-1], array[..., -1:]
+    dtype = array.dtype
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
+    x = array.astype(np.float32) / scale if scale != 1.0 else array.astype(np.float32)
+    y = np.asarray(runtime(x, str(model_file), backend, tile=tile), dtype=np.float32).reshape(x.shape)
+    y = Denoiser.to_dtype(y, scale, dtype, clip=True)
+    return y if alpha is None else np.concatenate([y, alpha], axis=2)
+
+
+def find_model_file(model, backend) -> Path:
+    """An .onnx / .tflite file: the path itself, or the first one under a run (or export) folder."""
+    if model is None:
+        raise BfcnnError(f"--backend {backend} needs --model PATH to a {MODEL_FILE_SUFFIXES[backend][0]} file")
+    path = Path(model)
+    if path.is_file():
+        if path.suffix.lower() not in MODEL_FILE_SUFFIXES[backend]:
+            raise BfcnnError(f"--backend {backend} runs {MODEL_FILE_SUFFIXES[backend][0]} files, got {path}")
+        return path
+    if path.is_dir():
+        candidates = sorted(p for s in MODEL_FILE_SUFFIXES[backend] for p in path.rglob(f"*{s}"))
+        if candidates:
+            return candidates[0]
+        raise BfcnnError(f"no {MODEL_FILE_SUFFIXES[backend][0]} file under {path} (export the model first)")
+    raise BfcnnError(f"--model {model}: not found")
+
+
+def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto", iterations=1, tile=None,
+                  margin=None, blend=DEFAULT_BLEND, suffix="", extension=None, precision="fp32", progress=True):
+    """Denoise files, folders and globs into output_dir; one bad file does not stop the batch.
+
+    Returns {"written": [paths], "failed": {input: message}}. `model`: a Denoiser, a path or a shipped name.
+    """
+    from tqdm import tqdm
+
+    if backend not in BACKENDS:
+        raise BfcnnError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if iterations < 1:
+        raise BfcnnError(f"--iterations must be at least 1, got {iterations}")
+    output_dir = Path(output_dir)
+    files = [(p, r) for p, r in expand_inputs(inputs) if not earlier_result(p, r, output_dir)]
+    if backend == "torch":
+        denoiser = model if isinstance(model, Denoiser) else load_denoiser(
+            model, device, tile=tile, margin=margin, blend=blend, precision=precision)
+
+        def run(array):
+            return denoiser.denoise(array, iterations=iterations)
+    else:
+        model_file = find_model_file(model, backend)
+        if iterations != 1:
+            raise BfcnnError(f"--iterations is not supported with --backend {backend}")
+        runtime = runtime_function()
+
+        def run(array):
+            return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"], runtime)
+    targets = [(path, output_path(output_dir, relative, suffix, extension)) for path, relative in files]
+    sources = {path.resolve() for path, _ in files}
+    clashes = [str(target) for _, target in targets if target.resolve() in sources]
+    if clashes:
+        raise BfcnnError(f"the output would overwrite an input ({clashes[0]}): choose another -o or a --suffix")
+    seen = {}
+    for path, target in targets:
+        if target in seen:
+            raise BfcnnError(f"{seen[target]} and {path} would both be written to {target}: denoise them apart")
+        seen[target] = path
+    written, failed = [], {}
+    bar = tqdm(targets, desc="denoise", unit="image", disable=not progress, file=sys.stderr)
+    for path, target in bar:
+        bar.set_postfix_str(path.name, refresh=False)
+        try:
+            array, info = read_any(path)
+            result = run(array)
+            write_any(target, result, info)
+            written.append(str(target))
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # one unreadable or odd file must not stop the batch
+            failed[str(path)] = f"{type(error).__name__}: {error}" if not isinstance(error, BfcnnError) else str(error)
+            tqdm.write(f"bfcnn: failed: {path}: {failed[str(path)]}", file=sys.stderr)
+    return {"written": written, "failed": failed}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser):
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    parser.add_argument("-o", "--output-dir", required=True, help="folder for the results (same names)")
+    parser.add_argument("--model", default=None,
+                        help=f"a shipped model's name, a .safetensors file or a run folder (default: {DEFAULT_MODEL}); "
+                             ".onnx/.tflite file (or folder holding one) with --backend onnx/tflite")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch (default) or the torch-free runtime for exported ONNX / TFLite files")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--iterations", type=int, default=1, help="apply the model this many times (default 1)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile size in pixels (default 512 on CPU, 1024 on GPU; 0 = whole image)")
+    parser.add_argument("--margin", type=int, default=None,
+                        help="context pixels around each tile (default: the model's receptive radius)")
+    parser.add_argument("--blend", type=int, default=DEFAULT_BLEND, help="overlap blended between tiles (default 16)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="compute precision on GPU (default fp32)")
+    parser.add_argument("--suffix", default="", help="added to each output name, e.g. _denoised")
+    parser.add_argument("--format", dest="extension", default=None, choices=("png", "tif", "tiff", "jpg", "jpeg"),
+                        help="output format (default: the input's)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def command(args) -> int:
+    if args.tile is not None and args.tile < 0:
+        raise BfcnnError(f"--tile must be 0 (whole image) or positive, got {args.tile}")
+    result = denoise_files(args.inputs, args.output_dir, model=args.model, backend=args.backend,
+                           device=args.device, iterations=args.iterations, tile=args.tile, margin=args.margin,
+                           blend=args.blend, suffix=args.suffix, extension=args.extension,
+                           precision=args.precision, progress=not args.quiet)
+    total = len(result["written"]) + len(result["failed"])
+    print(f"denoised {len(result['written'])} of {total} image(s) into {args.output_dir}"
+          + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
+    return 1 if result["failed"] else 0

@@ -1,0 +1,291 @@
+"""bfcnn.denoise: the Denoiser (dtype in = dtype out, tiled = whole image), file IO and `bfcnn denoise`."""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import bfcnn
+from bfcnn.checkpoint import save_model
+from bfcnn.cli import main
+from bfcnn.denoise import Denoiser, read_any, receptive_radius, write_any
+
+SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is faster, above all on a loaded 2-core machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(spec=SPEC, seed=0):
+    torch.manual_seed(seed)
+    model = bfcnn.build("model", spec)
+    with torch.no_grad():  # a non-trivial eval-mode batch norm
+        for module in model.modules():
+            if hasattr(module, "running_var"):
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(path, tiny_model(), SPEC)
+    return path
+
+
+def photo(height=150, width=190):
+    from skimage import data
+    return data.astronaut()[100:100 + height, 120:120 + width].copy()
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def whole_image(model, x, iterations=1):
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+        for _ in range(iterations):
+            t = model(t)
+    return t[0].numpy().transpose(1, 2, 0)
+
+
+def test_receptive_radius_of_a_conv_stack():
+    assert receptive_radius(tiny_model()) == 4
+    assert receptive_radius(tiny_model({**SPEC, "kernel_size": 5})) == 8
+
+
+class Multiscale(torch.nn.Module):
+    """A model that resamples (its receptive field is not a sum of kernel radii) and needs sizes divisible by 4."""
+
+    size_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.pool, self.conv = torch.nn.AvgPool2d(2), torch.nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.up = torch.nn.Upsample(scale_factor=2)
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[2:]))
+        return x - self.up(self.conv(self.pool(x)))
+
+
+def test_models_that_resample_get_a_wide_margin_and_their_size_multiple():
+    model = Multiscale()
+    assert receptive_radius(model) is None
+    denoiser = Denoiser(model)
+    assert denoiser.radius == 64 and not denoiser.exact
+    image = photo(200, 230).astype(np.float32) / 255
+    out = denoiser.denoise(image, tile=40, blend=8, clip=False)
+    assert out.shape == image.shape
+    assert model.sizes and all(h % 4 == 0 and w % 4 == 0 for h, w in model.sizes)
+    whole = denoiser.denoise(image, tile=0, clip=False)
+    assert abs(psnr(out, image) - psnr(whole, image)) < 0.01  # tiles start on the model's 4-pixel grid
+    np.testing.assert_allclose(denoiser.denoise(image, tile=40, blend=8, clip=False, on_device=True), out, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile,blend", [(32, 0), (48, 8), (64, 16), (0, 16)])
+def test_tiled_equals_whole_image_within_a_hundredth_of_a_db(weights, tile, blend):
+    clean = photo().astype(np.float32) / 255
+    noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape).astype(np.float32)
+    denoiser = bfcnn.load_model(weights)
+    whole = np.clip(whole_image(denoiser.module, noisy), 0, 1)
+    tiled = denoiser.denoise(noisy, tile=tile, blend=blend)
+    assert tiled.shape == noisy.shape and tiled.dtype == np.float32
+    assert abs(psnr(tiled, clean) - psnr(whole, clean)) < 0.01
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_blending_on_the_device_equals_the_numpy_path(weights, dtype):
+    """The GPU path (tiles blended with torch on the device) gives the numpy path's result; checked on the CPU."""
+    rgb = photo(70, 90)
+    image = {np.uint8: rgb, np.uint16: rgb.astype(np.uint16) * 257, np.float32: rgb.astype(np.float32) / 255}[dtype]
+    denoiser = bfcnn.load_model(weights)
+    numpy_path = denoiser.denoise(image, tile=32, on_device=False)
+    device_path = denoiser.denoise(image, tile=32, on_device=True)
+    assert device_path.dtype == numpy_path.dtype == dtype
+    np.testing.assert_allclose(device_path.astype(np.float64), numpy_path.astype(np.float64),
+                               atol=1e-5 if dtype == np.float32 else 1)
+
+
+def test_too_small_a_margin_is_visible(weights):
+    """The comparison above can fail: tiles without context differ from the whole image."""
+    noisy = photo().astype(np.float32) / 255
+    denoiser = bfcnn.load_model(weights)
+    whole = whole_image(denoiser.module, noisy)
+    assert np.abs(denoiser.denoise(noisy, tile=32, margin=0, blend=0, clip=False) - whole).max() > 1e-3
+
+
+def test_iterations_apply_the_model_repeatedly(weights):
+    noisy = photo(90, 70).astype(np.float32) / 255
+    denoiser = bfcnn.load_model(weights)
+    twice = denoiser.denoise(noisy, iterations=2, tile=32, clip=False)
+    np.testing.assert_allclose(twice, whole_image(denoiser.module, noisy, 2), atol=1e-4)
+    assert np.abs(twice - denoiser.denoise(noisy, tile=32, clip=False)).max() > 1e-3
+
+
+def test_dtypes_and_shapes_are_kept(weights):
+    denoiser = bfcnn.load_model(weights)
+    rgb8 = photo(40, 50)
+    reference = denoiser.denoise(rgb8.astype(np.float32) / 255, tile=0)
+    out8 = denoiser.denoise(rgb8)
+    assert out8.dtype == np.uint8 and out8.shape == rgb8.shape
+    np.testing.assert_array_equal(out8, np.round(reference * 255).astype(np.uint8))
+    rgb16 = rgb8.astype(np.uint16) * 257
+    out16 = denoiser.denoise(rgb16)
+    assert out16.dtype == np.uint16
+    assert np.abs(out16.astype(float) / 65535 - reference).max() < 1e-4
+    assert len(np.unique(out16 % 257)) > 1  # full 16-bit precision, not 8-bit values scaled up
+    out64 = denoiser.denoise(rgb8.astype(np.float64) / 255)
+    assert out64.dtype == np.float64
+    gray = denoiser.denoise(rgb8[..., 0])
+    assert gray.shape == rgb8.shape[:2] and gray.dtype == np.uint8
+    rgba = np.concatenate([rgb8, np.full(rgb8.shape[:2] + (1,), 77, np.uint8)], axis=2)
+    out = denoiser.denoise(rgba)
+    assert out.shape == rgba.shape and (out[..., 3] == 77).all()
+    np.testing.assert_array_equal(out[..., :3], out8)
+    with pytest.raises(bfcnn.BfcnnError):
+        denoiser.denoise(rgb8.astype(np.int32))
+
+
+def test_gray_model_denoises_color_channel_by_channel():
+    model = tiny_model({**SPEC, "channels": 1})
+    denoiser = Denoiser(model)
+    rgb = photo(30, 40).astype(np.float32) / 255
+    out = denoiser.denoise(rgb, clip=False)
+    for c in range(3):
+        np.testing.assert_allclose(out[..., c:c + 1], whole_image(model, rgb[..., c:c + 1]), atol=1e-5)
+
+
+def test_load_model_gives_a_denoiser_that_is_still_the_module(weights):
+    denoiser = bfcnn.load_model(weights)
+    assert isinstance(denoiser.module, torch.nn.Module) and denoiser.module.bias_free
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(denoiser(x), denoiser.module(x))
+    assert set(denoiser.state_dict()) == set(denoiser.module.state_dict())
+    with pytest.raises(bfcnn.BfcnnError, match="no model"):
+        bfcnn.load_model(weights.parent / "missing.safetensors")
+
+
+@pytest.mark.parametrize("name,dtype,channels", [
+    ("a.tif", np.uint16, 3), ("b.tiff", np.uint8, 1), ("c.png", np.uint16, 3), ("d.png", np.uint8, 4),
+    ("e.png", np.uint16, 1), ("f.jpg", np.uint8, 3), ("g.tif", np.float32, 3)])
+def test_read_write_round_trip(tmp_path, name, dtype, channels):
+    rng = np.random.default_rng(0)
+    if dtype == np.float32:
+        array = rng.random((12, 17, channels), dtype=np.float32)
+    else:
+        array = rng.integers(0, np.iinfo(dtype).max + 1, (12, 17, channels)).astype(dtype)
+    if name.endswith(".jpg"):
+        array = np.repeat(np.repeat(photo(6, 9), 2, 0), 2, 1)[:12, :17]
+    write_any(tmp_path / name, array)
+    back, _ = read_any(tmp_path / name)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    if name.endswith(".jpg"):
+        assert np.abs(back.astype(int) - array).mean() < 6
+    else:
+        np.testing.assert_array_equal(back, array)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    base = photo(40, 56)
+    write_any(folder / "one.png", base)
+    write_any(folder / "sub" / "two.jpg", base[::-1])
+    write_any(folder / "deep16.tif", base.astype(np.uint16) * 257)
+    return folder
+
+
+def test_cli_files_folders_and_globs(tmp_path, images, weights, capsys):
+    out = tmp_path / "out"
+    assert main(["denoise", str(images), "-o", str(out), "--model", str(weights), "-q"]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["deep16.tif", "one.png", "sub/two.jpg"]
+    tif, _ = read_any(out / "deep16.tif")
+    assert tif.dtype == np.uint16 and tif.shape == (40, 56, 3)
+    expected = bfcnn.load_model(weights).denoise(read_any(images / "one.png")[0])
+    np.testing.assert_array_equal(read_any(out / "one.png")[0], expected)
+    out2 = tmp_path / "out2"
+    assert main(["denoise", str(images / "**" / "*.jpg"), str(images / "one.png"), "-o", str(out2), "--model",
+                 str(weights), "--suffix", "_dn", "--format", "png", "--tile", "16", "--iterations", "2", "-q"]) == 0
+    assert sorted(p.relative_to(out2).as_posix() for p in out2.rglob("*.png")) == ["one_dn.png", "sub/two_dn.png"]
+    assert "denoised 2 of 2" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_files_and_carries_on(tmp_path, images, weights, capsys):
+    (images / "broken.png").write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    assert main(["denoise", str(images), "-o", str(out), "--model", str(weights), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "3 of 4" in captured.out
+    assert (out / "one.png").is_file() and (out / "deep16.tif").is_file() and not (out / "broken.png").exists()
+
+
+def test_cli_skips_earlier_results_inside_the_input_folder(tmp_path, images, weights):
+    assert main(["denoise", str(images), "-o", str(images / "denoised"), "--model", str(weights), "-q"]) == 0
+    assert main(["denoise", str(images), "-o", str(images / "denoised"), "--model", str(weights), "-q"]) == 0
+    assert not (images / "denoised" / "denoised").exists()
+    assert sorted(p.name for p in (images / "denoised").rglob("*") if p.is_file()) == ["deep16.tif", "one.png", "two.jpg"]
+
+
+def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys):
+    out = str(tmp_path / "out")
+    monkeypatch.setattr("bfcnn.denoise.DEFAULT_MODEL", "no_such_shipped_model")
+    assert main(["denoise", str(images), "-o", out]) == 2
+    assert "no shipped model is installed" in capsys.readouterr().err
+    assert main(["denoise", str(tmp_path / "nothing_here.png"), "-o", out, "--model", str(weights)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["denoise", str(images), "-o", str(images), "--model", str(weights)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["denoise", str(images), "-o", out, "--model", str(weights), "--iterations", "0"]) == 2
+    (images / "sub" / "one.png").write_bytes((images / "one.png").read_bytes())
+    assert main(["denoise", str(images / "one.png"), str(images / "sub" / "one.png"), "-o", out, "--model",
+                 str(weights)]) == 2
+    assert "both be written" in capsys.readouterr().err
+    assert main(["denoise", str(images), "-o", out, "--model", str(weights), "--device", "nonsense"]) == 2
+    assert main(["denoise", str(images), "-o", out, "--backend", "caffe"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_onnx_backend_without_runtime_is_a_clear_error(tmp_path, images, monkeypatch, capsys):
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"placeholder")
+    monkeypatch.setitem(sys.modules, "bfcnn.runtime", None)  # import fails as if the module were absent
+    assert main(["denoise", str(images), "-o", str(tmp_path / "o"), "--backend", "onnx", "--model",
+                 str(model_file), "-q"]) == 2
+    assert "bfcnn.runtime" in capsys.readouterr().err
+    assert main(["denoise", str(images), "-o", str(tmp_path / "o"), "--backend", "onnx"]) == 2
+
+
+def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
+    calls = []
+
+    def denoise_file_array(array, model_file, backend, tile=512):
+        calls.append((array.dtype, array.shape, model_file, backend, tile))
+        return 1 - array
+    monkeypatch.setitem(sys.modules, "bfcnn.runtime", types.SimpleNamespace(denoise_file_array=denoise_file_array))
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.onnx").write_bytes(b"placeholder")
+    out = tmp_path / "o"
+    assert main(["denoise", str(images / "one.png"), str(images / "deep16.tif"), "-o", str(out), "--backend",
+                 "onnx", "--model", str(tmp_path), "--tile", "256", "-q"]) == 0
+    assert {(c[0], c[3], c[4]) for c in calls} == {(np.dtype(np.float32), "onnx", 256)}
+    assert calls[0][2].endswith("model.onnx")
+    original = read_any(images / "deep16.tif")[0]
+    inverted = read_any(out / "deep16.tif")[0]
+    assert inverted.dtype == np.uint16
+    np.testing.assert_array_equal(inverted, 65535 - original)
