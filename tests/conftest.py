@@ -14,7 +14,7 @@ needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shar
 def _few_threads():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tests use tiny tensors: one thread avoids contention overhead
 
 
 @pytest.fixture
