@@ -15,7 +15,9 @@ import traceback
 from .errors import BfcnnError, RunError
 
 # sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
-COMMAND_MODULES = {}
+COMMAND_MODULES = {
+    "explain": "bfcnn.explain",
+}
 
 
 def guarded(fn) -> int:
