@@ -23,8 +23,11 @@ output channels first (the filter of the channel-mean output, as drawn), then
 
 Weights are signed, so this is the centre and spread of a signed measure normalised by its signed total: it is
 only meaningful where m0 is clearly positive (a filter that passes the local mean), and negative lobes can push
-spread^2 below zero. Pixels with m0 < 0.05 or spread^2 < -tolerance are left out (NaN in the map, counted in the
-JSON as `undefined_fraction`); a spread^2 within rounding of zero (a delta filter) is clamped to 0. The moments
+spread^2 below zero (a sharpening filter: no width in the usual sense, and sum |w| r^2 is not a linear functional
+of the input, so no Jacobian-vector product can give it). Pixels with m0 < 0.05 or spread^2 < -tolerance are
+left out (NaN in the map, light blue in the figure; counted in the JSON as `low_weight_sum_fraction`,
+`negative_second_moment_fraction`, and together `undefined_fraction`); a spread^2 within rounding of zero
+(tolerance max(0.05, 1e-5 s^2) px^2, e.g. a delta filter) is clamped to 0. The moments
 are taken about the weighted centre, not about p, so a filter shifted off its pixel does not read as wide
 (`mean_offset` reports the shift).
 
@@ -95,19 +98,34 @@ def model_channels(model) -> int | None:
 
 
 class evaluation:
-    """Context: the model in eval mode (batch norm uses its running statistics), training flags restored after."""
+    """Context: the model in eval mode (batch norm uses its running statistics) and, on CUDA, TF32 off (its 10-bit
+    mantissa would put the net bias near 1e-3 instead of rounding level); training flags and TF32 restored after."""
 
     def __init__(self, model):
         self.model = model
+        self.cuda = any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers())
 
     def __enter__(self):
         self.modes = {m: m.training for m in self.model.modules()}
+        self.precision = None
+        if self.cuda:
+            backends = torch.backends
+            try:  # the API of torch >= 2.9; the legacy allow_tf32 flags otherwise
+                self.precision = ("new", backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
+                backends.cudnn.conv.fp32_precision = backends.cuda.matmul.fp32_precision = "ieee"
+            except AttributeError:
+                self.precision = ("legacy", backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+                backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
         self.model.eval()
         return self.model
 
     def __exit__(self, *exc):
         for module, mode in self.modes.items():
             module.training = mode
+        if self.precision and self.precision[0] == "new":
+            torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = self.precision[1:]
+        elif self.precision:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.precision[1:]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,7 +233,9 @@ def moments_to_spread(moments, h, w, scale):
     cx, cy = m1x / safe, m1y / safe
     variance = (m2 / safe - cx * cx - cy * cy) * scale * scale
     tolerance = max(0.05, 1e-5 * scale * scale)  # float32 rounding of the moments, in pixels^2
-    defined &= variance >= -tolerance
+    low_sum = ~defined
+    sharpening = defined & (variance < -tolerance)  # negative lobes outweigh the positive ones away from the centre
+    defined &= ~sharpening
     spread = torch.sqrt(variance.clamp(min=0))
     nan = torch.full_like(spread, float("nan"))
     centre_x = cx * scale + (w - 1) / 2
@@ -225,6 +245,8 @@ def moments_to_spread(moments, h, w, scale):
         "centre_x": torch.where(defined, centre_x, nan),
         "centre_y": torch.where(defined, centre_y, nan),
         "spread": torch.where(defined, spread, nan),
+        "low_sum": low_sum,
+        "sharpening": sharpening,
     }
 
 
@@ -426,7 +448,9 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
         "spread_map": {"pixels": quantiles(spread_values),
                        "weight_sum": quantiles(maps["weight_sum"].flatten()),
                        "mean_offset": float(offset.mean()) if offset.numel() else None,
-                       "undefined_fraction": 1.0 - spread_values.numel() / (h * w)},
+                       "undefined_fraction": 1.0 - spread_values.numel() / (h * w),
+                       "low_weight_sum_fraction": float(spread["low_sum"].double().mean()),
+                       "negative_second_moment_fraction": float(spread["sharpening"].double().mean())},
         "dimensionality": {"dimensions": n, "method": "exact" if use_exact else "hutchinson", "levels": levels},
         "timings_s": timings,
     }
@@ -508,8 +532,10 @@ def draw_figures(output_dir, noisy, denoised, gray_filters, filters, spread, wei
         axes[1].plot([stats["x"]], [stats["y"]], marker="+", color="lime", markersize=8)
     finite = spread[np.isfinite(spread)]
     vmax = float(np.quantile(finite, 0.99)) if finite.size else 1.0
-    image = axes[2].imshow(spread, cmap="magma", vmin=0, vmax=vmax or 1.0, interpolation="nearest")
-    axes[2].set_title("filter spread (px)", fontsize=8)
+    colours = matplotlib.colormaps["magma"].with_extremes(bad="#7fd3ff")
+    image = axes[2].imshow(spread, cmap=colours, vmin=0, vmax=vmax or 1.0, interpolation="nearest")
+    undefined = report["spread_map"]["undefined_fraction"]
+    axes[2].set_title(f"filter spread (px); light blue: undefined ({100 * undefined:.0f}%)", fontsize=8)
     fig.colorbar(image, ax=axes[2], fraction=0.046, pad=0.04)
     image = axes[3].imshow(weight_sum, cmap="viridis", interpolation="nearest")
     axes[3].set_title("sum of filter weights", fontsize=8)

@@ -108,6 +108,31 @@ def test_spread_map_of_a_blur_is_the_kernel_centre_and_spread():
     assert stats["centre"] == pytest.approx([10 + mean_x, 9 + mean_y], abs=1e-4)
 
 
+class Sharpen(Blur):
+    """2 x identity - blur: weights sum to 1, negative lobes around a positive centre (negative second moment)."""
+
+    def forward(self, x):
+        return 2 * x - super().forward(x)
+
+
+class HighPass(Blur):
+    """identity - blur: weights sum to 0, so no centre or spread."""
+
+    def forward(self, x):
+        return x - super().forward(x)
+
+
+def test_spread_is_undefined_for_sharpening_and_zero_sum_filters():
+    h, w = 12, 12
+    inner = (slice(RADIUS, h - RADIUS), slice(RADIUS, w - RADIUS))
+    sharp = ex.spread_map(Sharpen(3), image(3, h, w))
+    np.testing.assert_allclose(sharp["weight_sum"].numpy()[inner], 1.0, atol=1e-5)
+    assert sharp["sharpening"][inner].all() and torch.isnan(sharp["spread"][inner]).all()
+    high = ex.spread_map(HighPass(3), image(3, h, w))
+    assert high["low_sum"][inner].all() and torch.isnan(high["spread"][inner]).all()
+    assert not ex.spread_map(Blur(3), image(3, h, w))["sharpening"].any()
+
+
 def test_dimensionality_of_a_blur_is_exact():
     channels, h, w = 3, 12, 10
     result = ex.effective_dimensionality(Blur(channels), image(channels, h, w))
