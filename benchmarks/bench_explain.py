@@ -16,11 +16,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bfcnn, not an installed one
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -28,7 +30,9 @@ import torch  # noqa: E402
 from bfcnn import build  # noqa: E402
 from bfcnn import explain as ex  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "test" / "CBSD68"
+# ../shared beside the repository (a worktree may sit one level deeper)
+DATA = next((p / "shared" / "data" / "test" / "CBSD68" for p in Path(__file__).resolve().parents[1:4]
+             if (p / "shared" / "data").is_dir()), Path("missing"))
 
 
 def picture(size):

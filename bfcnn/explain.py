@@ -57,6 +57,7 @@ log = logging.getLogger("bfcnn")
 
 DEFAULT_SIGMAS = (10.0, 25.0, 50.0, 75.0)
 EXACT_MAX_DIMENSIONS = 4800  # 40 x 40 colour: above this, dimensionality is estimated with probes
+EXACT_LIMIT = 16384  # the largest image (C*H*W) whose full Jacobian (1 GiB in float32) we build
 MIN_WEIGHT_SUM = 0.05  # spread is undefined where a filter's weights sum to less than this
 
 
@@ -178,6 +179,9 @@ def jacobian(model, y, chunk_size=256):
     """The full Jacobian of `model` at the 1 x C x H x W image y, as an N x N matrix (N = C H W), rows = outputs."""
     model = resolve_model(model, y.device)
     n = y[0].numel()
+    if n > EXACT_LIMIT:
+        raise BfcnnError(f"a full Jacobian of {n} x {n} is too large (at most {EXACT_LIMIT} values per image); "
+                         "crop the image or estimate with probes")
     with evaluation(model):
         rows = []
         for start in range(0, n, chunk_size):
@@ -352,15 +356,11 @@ def filter_stats(gray_filter, px, py):
         variance = float((weights * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / total)
         stats["centre"] = [cx, cy]
         stats["spread"] = math.sqrt(max(variance, 0.0)) if variance >= -0.05 else None  # as in the map
-    magnitude = weights.abs()
-    distance = torch.maximum((xx - px).abs(), (yy - py).abs())
-    radius = 0
-    whole = float(magnitude.sum())
-    if whole > 0:
-        for radius in range(max(h, w)):
-            if float(magnitude[distance <= radius].sum()) >= 0.99 * whole:
-                break
-    stats["radius_99"] = int(radius)
+    magnitude = weights.abs().flatten()
+    distance = torch.maximum((xx - px).abs(), (yy - py).abs()).long().flatten()
+    by_distance = torch.zeros(int(distance.max()) + 1, dtype=torch.float64).index_add_(0, distance, magnitude)
+    reached = torch.nonzero(torch.cumsum(by_distance, 0) >= 0.99 * float(magnitude.sum()))
+    stats["radius_99"] = int(reached[0]) if len(reached) else 0
     return stats
 
 
@@ -387,6 +387,14 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     if expected is not None and expected != clean.shape[1]:
         raise BfcnnError(f"the model takes {expected}-channel images, the image has {clean.shape[1]} channels")
     _, c, h, w = clean.shape
+    for item in pixels or ():
+        if not (0 <= int(item[0]) < w and 0 <= int(item[1]) < h):
+            raise BfcnnError(f"pixel ({item[0]}, {item[1]}) is outside the {w} x {h} image")
+    n = c * h * w
+    use_exact = exact if exact is not None else n <= EXACT_MAX_DIMENSIONS
+    if use_exact and n > EXACT_LIMIT:
+        raise BfcnnError(f"the full Jacobian of a {c} x {h} x {w} image has {n}^2 entries: too many for the "
+                         f"exact dimensionality (at most {EXACT_LIMIT} values); use probes")
     noise, noisy = noisy_version(clean, sigma, seed)
     timings["load"] = time.perf_counter() - start
 
@@ -398,12 +406,7 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     t = time.perf_counter()
     denoised_image = denoised[0].permute(1, 2, 0).float().cpu().numpy()
     if pixels:
-        chosen = []
-        for item in pixels:
-            px, py = int(item[0]), int(item[1])
-            if not (0 <= px < w and 0 <= py < h):
-                raise BfcnnError(f"pixel ({px}, {py}) is outside the {w} x {h} image")
-            chosen.append((px, py, item[2] if len(item) > 2 else "given"))
+        chosen = [(int(item[0]), int(item[1]), item[2] if len(item) > 2 else "given") for item in pixels]
     else:
         chosen = pick_pixels(denoised_image)
     rows = adaptive_filters(model, noisy, [(px, py) for px, py, _ in chosen], chunk_size)
@@ -416,8 +419,6 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     timings["filters"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    n = c * h * w
-    use_exact = exact if exact is not None else n <= EXACT_MAX_DIMENSIONS
     levels = []
     for level in sigmas:
         y = clean + float(level) / 255.0 * noise
