@@ -133,7 +133,12 @@ class evaluation:
 # batched products
 
 def jvps(model, y, tangents, chunk_size=None):
-    """(f(y), J(y) t for each t): `tangents` is K x C x H x W, the result f(y) 1 x C x H x W and K x C x H x W."""
+    """(f(y), J(y) t for each t): `tangents` is K x C x H x W, the result f(y) 1 x C x H x W and K x C x H x W.
+
+    torch.func.jvp under vmap; for models it cannot transform, forward-mode autograd one tangent at a time; for
+    models without forward-mode formulas (an autograd.Function with only a backward), the double-backward trick
+    J t = d/du <J^T u, t>.
+    """
     y = y.detach()
     tangents = tangents.detach().to(y)
     try:
@@ -142,20 +147,27 @@ def jvps(model, y, tangents, chunk_size=None):
             return out[0], tangent[0]
         outs, products = torch.func.vmap(one, chunk_size=chunk_size)(tangents)
         return outs[:1].detach(), products.detach()
-    except Exception as error:  # a model torch.func cannot transform: forward-mode autograd, one tangent at a time
-        log.debug("torch.func.jvp failed (%s); falling back to torch.autograd.forward_ad", error)
+    except Exception as error:  # a model torch.func cannot transform
+        log.debug("torch.func.jvp failed (%s); trying torch.autograd.forward_ad", error)
+    try:
         from torch.autograd import forward_ad
-        products, out = [], None
+        products = []
         with forward_ad.dual_level():
             for t in tangents:
-                dual_out = model(forward_ad.make_dual(y, t[None]))
-                primal, tangent = forward_ad.unpack_dual(dual_out)
-                out = primal.detach()
+                primal, tangent = forward_ad.unpack_dual(model(forward_ad.make_dual(y, t[None])))
                 products.append(tangent[0].detach())
-        if out is None:
-            with torch.no_grad():
-                out = model(y)
+        with torch.no_grad():
+            out = model(y)
         return out, torch.stack(products) if products else tangents.new_zeros((0, *y.shape[1:]))
+    except Exception as error:
+        log.debug("forward-mode autograd failed (%s); using double backward", error)
+    leaf = y.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(leaf)
+        u = torch.zeros_like(out, requires_grad=True)
+        pullback = torch.autograd.grad(out, leaf, u, create_graph=True)[0]  # J^T u, linear in u
+        products = [torch.autograd.grad(pullback, u, t[None], retain_graph=True)[0][0] for t in tangents]
+    return out.detach(), torch.stack(products).detach() if products else tangents.new_zeros((0, *y.shape[1:]))
 
 
 def vjps(model, y, cotangents, chunk_size=None):

@@ -166,6 +166,51 @@ def test_full_jacobian_matches_plain_autograd():
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
 
 
+class PlainRelu(torch.autograd.Function):
+    """An old-style autograd.Function (a stand-in for a plugin's custom op): torch.func cannot transform it and
+    it has no forward-mode formula, so explain must fall back to plain autograd."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0).to(grad.dtype)
+
+
+class TwoLayer(nn.Module):
+    bias_free = True
+
+    def __init__(self, custom):
+        super().__init__()
+        torch.manual_seed(7)
+        self.first = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.second = nn.Conv2d(8, 3, 3, padding=1, bias=False)
+        self.custom = custom
+
+    def forward(self, x):
+        hidden = self.first(x)
+        return self.second(PlainRelu.apply(hidden) if self.custom else torch.relu(hidden))
+
+
+def test_models_torch_func_cannot_transform_fall_back_to_autograd():
+    y = image(3, 10, 9, seed=8) - 0.5
+    custom, plain = TwoLayer(custom=True), TwoLayer(custom=False)
+    with pytest.raises(Exception):
+        torch.func.jvp(custom, (y,), (y,))
+    pixels = [(3, 4), (7, 2)]
+    torch.testing.assert_close(ex.adaptive_filters(custom, y, pixels), ex.adaptive_filters(plain, y, pixels))
+    ours, reference = ex.spread_map(custom, y), ex.spread_map(plain, y)
+    torch.testing.assert_close(ours["weight_sum"], reference["weight_sum"])
+    assert ours["net_bias"] < 1e-5
+    estimate = ex.effective_dimensionality(custom, y, probes=4)
+    assert estimate["frobenius"] == pytest.approx(ex.effective_dimensionality(plain, y, probes=4)["frobenius"])
+    torch.testing.assert_close(ex.jacobian(custom, y), ex.jacobian(plain, y))
+
+
 def test_net_bias_is_rounding_for_bias_free_and_large_otherwise():
     y = image(3, 24, 24, seed=5) * 0.8 + 0.1
     bias_free = ex.net_bias(small_dncnn(bias_free=True), y)
