@@ -34,7 +34,7 @@ are taken about the weighted centre, not about p, so a filter shifted off its pi
 Net bias: ||f(y) - J(y) y|| / ||f(y)||, with J(y) y = jvp(f, y, y): rounding level for a bias-free model.
 
 Effective dimensionality: ||J||_F^2, the sum of the squared singular values (for a projection, the dimension of
-the subspace it projects onto). Exact from the full Jacobian (`torch.func.jacrev`, chunked) for small images,
+the subspace it projects onto). Exact from the full Jacobian (rows in chunks of batched VJPs) for small images,
 else Hutchinson's estimate mean_k ||J^T v_k||^2 over Rademacher probes v_k (E[v v^T] = I), with its standard
 error. trace(J) comes from the same products (v^T J^T v), for comparison.
 """
@@ -482,11 +482,10 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
         if figures:
             noisy_image = noisy[0].permute(1, 2, 0).float().cpu().numpy()
             files += draw_figures(output_dir, noisy_image, denoised_image, gray_filters.float().cpu().numpy(),
-                                  filters, maps["spread"].float().cpu().numpy(), maps["weight_sum"].float().cpu().numpy(),
-                                  report)
+                                  filters, maps["spread"].float().cpu().numpy(),
+                                  maps["weight_sum"].float().cpu().numpy(), report)
         timings["writing"] = time.perf_counter() - t
         report["files"] = files
-        (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     timings["total"] = time.perf_counter() - start
     if output_dir is not None:
         (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2))
