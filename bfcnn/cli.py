@@ -15,7 +15,11 @@ import traceback
 from .errors import BfcnnError, RunError
 
 # sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
-COMMAND_MODULES = {"evaluate": "bfcnn.evaluate", "denoise": "bfcnn.denoise"}
+COMMAND_MODULES = {
+    "evaluate": "bfcnn.evaluate",
+    "denoise": "bfcnn.denoise",
+    "explain": "bfcnn.explain",
+}
 
 
 def guarded(fn) -> int:
