@@ -217,6 +217,18 @@ def worker_init(_worker_id):
         pass
 
 
+def worker_context():
+    """Worker processes start from a clean forkserver on Linux (spawn elsewhere): a plain fork copies the
+    state of OpenCV's thread pool, which deadlocks the child when the parent has used it."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bfcnn.plugins.datasets", "albumentations"])  # imported once, in the server
+    return context
+
+
 def auto_workers():
     """0 on CPU-only machines (the model competes for the same cores; first batch at once), else most cores."""
     if not torch.cuda.is_available():
@@ -229,7 +241,7 @@ class CropDataset:
 
     def __init__(self, images, groups=None, weights=None, batch_size=16, input_shape=(64, 64), validation=(),
                  random_rotate=0.0, random_up_down=True, random_left_right=True, random_invert=False,
-                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=4, pin_memory=False,
+                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False,
                  summary=None):
         if not images:
             raise BfcnnError("the dataset holds no usable training image")
@@ -267,7 +279,8 @@ class CropDataset:
             return iter(stream)
         loader = torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=worker_init,
-            prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available())
+            prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available(),
+            multiprocessing_context=worker_context())
         return iter(loader)
 
     def validation_images(self):
@@ -339,7 +352,7 @@ def evenly_spaced(n, count):
 def image_folder(directory, color_mode=None, batch_size=16, input_shape=(64, 64, 3), weights=None,
                  validation_split=0.0, validation_directory=None, min_value=0, max_value=255, dataset_shape=None,
                  random_rotate=0.0, random_up_down=True, random_left_right=True, random_invert=False,
-                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=4, pin_memory=False):
+                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False):
     folders = directory if isinstance(directory, list) else [directory]
     if weights is not None and len(weights) != len(folders):
         raise ConfigError(f"dataset.weights: {len(weights)} weights for {len(folders)} folders")
