@@ -229,6 +229,18 @@ def worker_context():
     return context
 
 
+def started(iterator):
+    """The loader's batches; a failure to start the workers becomes a RunError that says what to do."""
+    try:
+        first = next(iterator)
+    except RuntimeError as error:
+        raise RunError(f"the data loader's worker processes failed: {error}. Workers start by importing the "
+                       "main script: a script that trains must call bfcnn under `if __name__ == \"__main__\":`; "
+                       "or set dataset.num_workers: 0") from error
+    yield first
+    yield from iterator
+
+
 def auto_workers():
     """0 on CPU-only machines (the model competes for the same cores; first batch at once), else most cores."""
     if not torch.cuda.is_available():
@@ -281,7 +293,7 @@ class CropDataset:
             stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=worker_init,
             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available(),
             multiprocessing_context=worker_context())
-        return iter(loader)
+        return started(iter(loader))
 
     def validation_images(self):
         return [torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1)))[None] for v in self.validation]
