@@ -225,7 +225,7 @@ def worker_context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bfcnn.plugins.datasets", "albumentations"])  # imported once, in the server
+    context.set_forkserver_preload(["torch", "albumentations"])  # imported once, in the server
     return context
 
 
