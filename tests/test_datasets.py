@@ -255,12 +255,24 @@ def test_small_images_padded_or_upscaled(tmp_path):
         assert batch.shape == (6, 3, 32, 48) and dataset.summary()["enlarged_images"] == 3
 
 
-def test_rotation_uses_reflect_borders(tmp_path):
+def test_rotation_leaves_no_empty_corners(tmp_path):
     dataset = bfcnn.build("dataset", {"type": "image_folder", "directory": constant_folder(tmp_path / "c", 153),
                                       "input_shape": [40, 40, 3], "random_rotate": 0.6, "batch_size": 8,
                                       "num_workers": 0})
     batch = next(dataset.batches(0))
     assert torch.allclose(batch, torch.full_like(batch, 153 / 255), atol=1.5 / 255)  # no black corners
+
+
+@pytest.mark.parametrize("h, w, radians", [(40, 40, 0.314), (128, 64, 0.6), (32, 96, 1.2), (50, 50, 3.0)])
+def test_rotation_margin_covers_every_angle(h, w, radians):
+    from bfcnn.plugins.datasets import rotation_margin
+    need_h, need_w = rotation_margin(h, w, radians)
+    corners = np.array([[w / 2, h / 2], [-w / 2, h / 2]])
+    for angle in np.linspace(-radians, radians, 101):
+        c, s = np.cos(angle), np.sin(angle)
+        turned = corners @ np.array([[c, s], [-s, c]])
+        assert np.abs(turned[:, 0]).max() <= need_w / 2 + 1e-9 and np.abs(turned[:, 1]).max() <= need_h / 2 + 1e-9
+    assert need_h < h + w + 3 and need_w < h + w + 3
 
 
 def test_rotation_flips_and_invert_change_crops(tmp_path):
