@@ -353,9 +353,14 @@ def test_workers_give_the_same_batches(tmp_path):
             "input_shape": [24, 24, 3], "random_rotate": 0.3}
     inline = bfcnn.build("dataset", {**spec, "num_workers": 0}).batches(9)
     workers = bfcnn.build("dataset", {**spec, "num_workers": 2}).batches(9)
-    for _ in range(4):
-        assert torch.equal(next(inline), next(workers))
-    del workers
+    expected = [next(inline) for _ in range(5)]
+    for batch in expected:
+        assert torch.equal(batch, next(workers))
+    workers.close()
+    skipped = bfcnn.build("dataset", {**spec, "num_workers": 2}).batches(9, start=3)
+    assert torch.equal(next(skipped), expected[3]) and torch.equal(next(skipped), expected[4])
+    skipped.close()
+    assert torch.equal(next(bfcnn.build("dataset", {**spec, "num_workers": 0}).batches(9, start=2)), expected[2])
 
 
 def test_seed_dataset_section_loads(tmp_path):

@@ -179,10 +179,10 @@ class CropStream(torch.utils.data.IterableDataset):
     """Endless batches of one (seed, rank): batch b is made from random stream (seed, rank, b); DataLoader
     worker k of K makes batches k, k + K, ..., which the DataLoader hands out in order."""
 
-    def __init__(self, store, groups, weights, augmenter, batch_size, seed, rank):
+    def __init__(self, store, groups, weights, augmenter, batch_size, seed, rank, start=0):
         super().__init__()
         self.store, self.groups, self.weights = store, groups, weights
-        self.augmenter, self.batch_size, self.seed, self.rank = augmenter, batch_size, seed, rank
+        self.augmenter, self.batch_size, self.seed, self.rank, self.start = augmenter, batch_size, seed, rank, start
 
     def batch(self, b):
         rng = np.random.default_rng([self.seed, self.rank, b])
@@ -203,6 +203,7 @@ class CropStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         b, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        b += self.start
         while True:
             yield self.batch(b)
             b += step
@@ -280,13 +281,14 @@ class CropDataset:
         groups = [g[rank::world_size] if len(g) >= world_size else g for g in self.groups]
         return groups
 
-    def stream(self, seed, rank=0, world_size=1) -> CropStream:
+    def stream(self, seed, rank=0, world_size=1, start=0) -> CropStream:
         return CropStream(self.store, self.shard(rank, world_size), self.weights, self.augmenter, self.batch_size,
-                          int(seed), int(rank))
+                          int(seed), int(rank), int(start))
 
-    def batches(self, seed, rank=0, world_size=1):
-        """Endless float32 N x C x H x W CPU batches in [0, 1]; the same for the same (seed, rank, world_size)."""
-        stream = self.stream(seed, rank, world_size)
+    def batches(self, seed, rank=0, world_size=1, start=0):
+        """Endless float32 N x C x H x W CPU batches in [0, 1]; the same for the same (seed, rank, world_size).
+        `start` skips that many batches at no cost (batch b depends only on seed, rank and b)."""
+        stream = self.stream(seed, rank, world_size, start)
         if self.num_workers <= 0:
             return iter(stream)
         loader = torch.utils.data.DataLoader(
