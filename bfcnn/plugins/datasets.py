@@ -10,6 +10,7 @@ same whatever the number of DataLoader workers, and the same on every run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -209,24 +210,25 @@ class CropStream(torch.utils.data.IterableDataset):
             b += step
 
 
-def worker_init(_worker_id):
+def worker_init(_worker_id, fresh_process=True):
     torch.set_num_threads(1)
-    try:
+    if fresh_process:  # in a forked child, resizing OpenCV's inherited thread pool can deadlock
         import cv2
         cv2.setNumThreads(1)
-    except ImportError:  # albumentations needs OpenCV; nothing to tune without it
-        pass
 
 
-def worker_context():
-    """Worker processes start from a clean forkserver on Linux (spawn elsewhere): a plain fork copies the
-    state of OpenCV's thread pool, which deadlocks the child when the parent has used it."""
+def worker_context(method="forkserver"):
+    """Worker processes start from a clean forkserver by default on Linux (spawn where there is none): a plain
+    fork copies the state of OpenCV's thread pool, which can deadlock the child when the parent has used it.
+    `fork` stays available (for code read from stdin, which a forkserver cannot re-import)."""
     import multiprocessing
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "albumentations"])  # imported once, in the server
+    available = multiprocessing.get_all_start_methods()
+    if method not in available:
+        method = "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["torch", "albumentations"])  # imported once, in the server
     return context
 
 
@@ -237,7 +239,7 @@ def started(iterator):
     except RuntimeError as error:
         raise RunError(f"the data loader's worker processes failed: {error}. Workers start by importing the "
                        "main script: a script that trains must call bfcnn under `if __name__ == \"__main__\":`; "
-                       "or set dataset.num_workers: 0") from error
+                       "code read from stdin needs dataset.worker_start: fork; or set dataset.num_workers: 0") from error
     yield first
     yield from iterator
 
@@ -255,7 +257,7 @@ class CropDataset:
     def __init__(self, images, groups=None, weights=None, batch_size=16, input_shape=(64, 64), validation=(),
                  random_rotate=0.0, random_up_down=True, random_left_right=True, random_invert=False,
                  augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False,
-                 summary=None):
+                 summary=None, worker_start="forkserver"):
         if not images:
             raise BfcnnError("the dataset holds no usable training image")
         self.augmenter = Augmenter(crop_shape(input_shape), random_rotate, random_up_down, random_left_right,
@@ -270,6 +272,7 @@ class CropDataset:
         self.validation = [to_unit_float(v) for v in validation]
         self.num_workers = auto_workers() if num_workers in (None, "auto") else int(num_workers)
         self.prefetch_factor, self.pin_memory = int(prefetch_factor), bool(pin_memory)
+        self.worker_start = worker_start
         self.extra_summary = dict(summary or {})
 
     def __len__(self):
@@ -292,9 +295,10 @@ class CropDataset:
         if self.num_workers <= 0:
             return iter(stream)
         loader = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=worker_init,
+            stream, batch_size=None, num_workers=self.num_workers,
+            worker_init_fn=functools.partial(worker_init, fresh_process=self.worker_start != "fork"),
             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available(),
-            multiprocessing_context=worker_context())
+            multiprocessing_context=worker_context(self.worker_start))
         return started(iter(loader))
 
     def validation_images(self):
@@ -366,7 +370,8 @@ def evenly_spaced(n, count):
 def image_folder(directory, color_mode=None, batch_size=16, input_shape=(64, 64, 3), weights=None,
                  validation_split=0.0, validation_directory=None, min_value=0, max_value=255, dataset_shape=None,
                  random_rotate=0.0, random_up_down=True, random_left_right=True, random_invert=False,
-                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False):
+                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False,
+                 worker_start="forkserver"):
     folders = directory if isinstance(directory, list) else [directory]
     if weights is not None and len(weights) != len(folders):
         raise ConfigError(f"dataset.weights: {len(weights)} weights for {len(folders)} folders")
@@ -414,13 +419,13 @@ def image_folder(directory, color_mode=None, batch_size=16, input_shape=(64, 64,
     dataset = CropDataset(images, groups if weights is not None else None,
                           kept_weights if weights is not None else None, batch_size, input_shape, validation,
                           random_rotate, random_up_down, random_left_right, random_invert, augmentations,
-                          small_images, num_workers, prefetch_factor, pin_memory, summary)
+                          small_images, num_workers, prefetch_factor, pin_memory, summary, worker_start)
     return dataset
 
 
 def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), validation_images=1, random_rotate=0.0,
                   random_up_down=True, random_left_right=True, random_invert=False, augmentations=(),
-                  num_workers=0):
+                  num_workers=0, worker_start="forkserver"):
     """Real photos that scikit-image ships (astronaut, chelsea, coffee, rocket, motorcycle): no download."""
     from skimage import data
 
@@ -437,7 +442,8 @@ def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), valida
         raise ConfigError(f"dataset.validation_images: at most {len(arrays) - 1} of the {len(arrays)} photos")
     return CropDataset(arrays[validation_images:], None, None, batch_size, input_shape, arrays[:validation_images],
                        random_rotate, random_up_down, random_left_right, random_invert, augmentations, "pad",
-                       num_workers, summary={"photos": list(SAMPLE_PHOTOS), "color_mode": color_mode})
+                       num_workers, summary={"photos": list(SAMPLE_PHOTOS), "color_mode": color_mode},
+                       worker_start=worker_start)
 
 
 SHAPE = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": ["integer", "string"]}}
@@ -457,6 +463,8 @@ COMMON = {
     "num_workers": {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "auto"}],
                     "description": "DataLoader worker processes; 0: in the training process; auto: 0 without "
                                    "CUDA, else min(8, cores - 2)"},
+    "worker_start": {"enum": ["forkserver", "spawn", "fork"], "default": "forkserver",
+                     "description": "how workers start (forkserver and spawn import the main script: guard it)"},
 }
 
 
