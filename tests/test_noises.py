@@ -80,7 +80,8 @@ def test_additive_list_picks_one_sigma_per_image():
 
 def test_additive_range_draws_sigma_uniformly():
     x = constant(n=400, c=1, h=32, w=32)
-    y = bfcnn.build("noise", {"type": "additive_gaussian", "sigma_range": [10, 50]})(x, torch.Generator().manual_seed(0))
+    noise = bfcnn.build("noise", {"type": "additive_gaussian", "sigma_range": [10, 50]})
+    y = noise(x, torch.Generator().manual_seed(0))
     stds = ((y - x) * 255).flatten(1).std(dim=1)
     assert stds.min() > 10 * 0.9 and stds.max() < 50 * 1.1
     assert abs(stds.mean().item() - 30) < 2  # mean of U(10, 50); standard error of the mean 0.6

@@ -65,7 +65,8 @@ def albumentation(spec, where):
         raise ConfigError(f"{where}.type: {name!r} is not an albumentations transform{did_you_mean(name, known)}")
     params = {k: v for k, v in spec.items() if k != "type"}
     if "transforms" in params:
-        params["transforms"] = [albumentation(s, f"{where}.transforms[{i}]") for i, s in enumerate(params["transforms"])]
+        params["transforms"] = [albumentation(s, f"{where}.transforms[{i}]")
+                                for i, s in enumerate(params["transforms"])]
     try:
         return cls(**params)
     except Exception as error:  # albumentations validates its params with pydantic
@@ -239,7 +240,8 @@ def started(iterator):
     except RuntimeError as error:
         raise RunError(f"the data loader's worker processes failed: {error}. Workers start by importing the "
                        "main script: a script that trains must call bfcnn under `if __name__ == \"__main__\":`; "
-                       "code read from stdin needs dataset.worker_start: fork; or set dataset.num_workers: 0") from error
+                       "code read from stdin needs dataset.worker_start: fork; "
+                       "or set dataset.num_workers: 0") from error
     yield first
     yield from iterator
 
