@@ -189,6 +189,21 @@ def test_choice_probabilities():
     assert (((only_first - x) * 255).flatten(1).std(dim=1) < 6).all()
 
 
+@pytest.mark.parametrize("whole_batch", [False, True])  # True is the path taken on accelerators
+def test_per_image_choice_both_ways(whole_batch):
+    from bfcnn.plugins.noises import apply_per_group
+    x = images(n=6)
+    pick = torch.tensor([2, 0, 1, 2, 2, 0])
+    seen = []
+
+    def fn(k, part):
+        seen.append(part.shape[0])
+        return part + 10 * (k + 1)
+    out = apply_per_group(x, pick, 3, fn, whole_batch=whole_batch)
+    assert torch.allclose(out - x, (10 * (pick + 1)).float().view(-1, 1, 1, 1).expand_as(x))
+    assert seen == ([6, 6, 6] if whole_batch else [2, 1, 3])
+
+
 def test_choice_probability_count_must_match():
     with pytest.raises(ConfigError, match="probabilities"):
         bfcnn.build("noise", {"type": "choice", "probabilities": [1], "choices": [{"type": "subsample"},

@@ -56,10 +56,19 @@ def per_image_pick(count, n, generator, device, weights=None):
     return torch.multinomial(weights.to(where), n, replacement=True, generator=generator).to(device)
 
 
-def apply_per_group(x, pick, count, fn):
-    """out[i] = fn(k, x[pick == k])[...] for the images that picked option k; each option sees only its images."""
+def apply_per_group(x, pick, count, fn, whole_batch=None):
+    """out[i] = fn(k, ...)[i] for the images that picked option k. On the CPU each option runs on its own images
+    only; on an accelerator every option runs on the whole batch and torch.where picks, which costs more
+    arithmetic but never waits for the device (selecting a subset needs its size on the host)."""
     if count == 1:
         return fn(0, x)
+    if whole_batch is None:
+        whole_batch = x.device.type != "cpu"
+    if whole_batch:
+        out = fn(0, x)
+        for k in range(1, count):
+            out = torch.where((pick == k).view(-1, *([1] * (x.dim() - 1))), fn(k, x), out)
+        return out
     out = torch.empty_like(x)
     for k in range(count):
         index = torch.nonzero(pick == k).flatten()
