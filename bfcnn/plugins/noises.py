@@ -7,6 +7,7 @@ works too (the draws are made on the generator's device and moved), and `None` u
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -29,12 +30,18 @@ def randn(shape, generator, device, dtype):
     return torch.randn(shape, generator=generator, device=draw_device(generator, device), dtype=dtype).to(device)
 
 
+@functools.lru_cache(maxsize=256)
+def table(values: tuple, device: torch.device) -> torch.Tensor:
+    """A small constant tensor, made once per device (a copy from the host at every step would wait for it)."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
 def per_image(values, n, generator, device):
     """One value per image (float32 tensor of shape (n,)): a random pick from a list, or a number for all."""
-    values = torch.as_tensor(values if isinstance(values, (list, tuple)) else [values], dtype=torch.float32)
+    values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
     where = draw_device(generator, device)
     index = torch.randint(len(values), (n,), generator=generator, device=where)
-    return values.to(where)[index].to(device)
+    return table(values, where)[index].to(device)
 
 
 def uniform(low, high, n, generator, device):
@@ -53,7 +60,7 @@ def per_image_pick(count, n, generator, device, weights=None):
     where = draw_device(generator, device)
     if weights is None:
         return torch.randint(count, (n,), generator=generator, device=where).to(device)
-    return torch.multinomial(weights.to(where), n, replacement=True, generator=generator).to(device)
+    return torch.multinomial(table(tuple(weights), where), n, replacement=True, generator=generator).to(device)
 
 
 def apply_per_group(x, pick, count, fn, whole_batch=None):
@@ -166,8 +173,8 @@ class Choice:
             raise ConfigError(f"noise.probabilities: {len(probabilities)} values for {len(self.noises)} choices")
         if probabilities is not None and not math.fsum(probabilities) > 0:
             raise ConfigError("noise.probabilities: at least one must be above 0")
-        weights = torch.tensor(probabilities if probabilities else [1.0] * len(self.noises), dtype=torch.float64)
-        self.weights = (weights / weights.sum()).float()
+        weights = probabilities if probabilities else [1.0] * len(self.noises)
+        self.weights = tuple(float(w) / math.fsum(weights) for w in weights)
 
     def __call__(self, x, generator=None):
         pick = per_image_pick(len(self.noises), x.shape[0], generator, x.device, self.weights)
