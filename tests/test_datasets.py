@@ -132,6 +132,19 @@ def test_16_bit_precision_kept(tmp_path):
     assert gray_as_rgb.dtype == np.uint16 and gray_as_rgb.shape == (9, 11, 3)
 
 
+def test_16_bit_images_train_at_full_precision(tmp_path):
+    folder = tmp_path / "deep"
+    make_folder(folder, count=1, size=(20, 20))  # an 8-bit image beside the 16-bit one
+    levels = np.full((20, 20, 3), 1000, dtype=np.uint16)  # 1000/65535 lies between two 8-bit levels
+    write_image(folder / "deep.png", levels / 65535, bit_depth=16)
+    dataset = bfcnn.build("dataset", {"type": "image_folder", "directory": str(folder), "input_shape": [8, 8, 3],
+                                      "batch_size": 32, "num_workers": 0})
+    batch = next(dataset.batches(0))
+    deep = batch[(batch - 1000 / 65535).abs().amax(dim=(1, 2, 3)) < 1e-6]
+    assert len(deep) > 4  # about half the crops come from the 16-bit image, exact to float precision
+    assert bit_depth(folder / "img0.png") == 8 and bit_depth(folder / "deep.png") == 16
+
+
 def test_exif_orientation_applied(tmp_path):
     array = np.zeros((20, 30, 3), dtype=np.uint8)
     array[:5, :5] = 255  # a white top-left corner
