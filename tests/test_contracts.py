@@ -39,7 +39,7 @@ def in_folder_with_images(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", bfcnn.KINDS)
-def test_every_component_has_a_valid_schema_and_summary(kind):
+def test_every_component_has_a_valid_schema_and_summary(kind, in_folder_with_images):
     for name in bfcnn.names(kind):
         component = default_registries()[kind].get(name)
         jsonschema.Draft202012Validator.check_schema(component.schema)

@@ -474,6 +474,7 @@ COMMON = {
 def register_datasets(register):
     register("image_folder", image_folder, {
         "type": "object", "additionalProperties": False, "required": ["directory"],
+        "examples": [{"directory": "images", "batch_size": 2, "input_shape": [32, 32, 3]}],
         "properties": {
             **COMMON,
             "directory": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],

@@ -241,6 +241,8 @@ def register_noises(register):
     }, "decimate by 2, 4 or 8 and bring back to full size")
     register("choice", Choice, {
         "type": "object", "additionalProperties": False, "required": ["choices"],
+        "examples": [{"choices": [{"type": "additive_gaussian", "sigma": 25}, {"type": "subsample", "factor": 2}],
+                      "probabilities": [3, 1]}],
         "properties": {
             "choices": {"type": "array", "items": NOISE_SPEC, "minItems": 1},
             "probabilities": {"type": "array", "items": {"type": "number", "minimum": 0},
@@ -249,5 +251,6 @@ def register_noises(register):
     }, "a random pick of one noise per image")
     register("sequence", Sequence, {
         "type": "object", "additionalProperties": False, "required": ["steps"],
+        "examples": [{"steps": [{"type": "subsample", "factor": 2}, {"type": "additive_gaussian", "sigma": 10}]}],
         "properties": {"steps": {"type": "array", "items": NOISE_SPEC, "minItems": 1}},
     }, "several noises applied in order")
