@@ -52,7 +52,7 @@ class BiasFreeBatchNorm(nn.Module):
     def forward(self, x):
         if self.training:
             count = x.numel() // x.shape[1]
-            norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=torch.float32)
+            norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
             var = norm * norm / count
             with torch.no_grad():
                 self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
