@@ -356,3 +356,18 @@ def test_list_model_shows_bias_free_parameters_and_flops(monkeypatch):
     assert "bias-free: yes" in lines["dncnn"] and "668,160 params" in lines["dncnn"]
     assert "MFLOP/px" in lines["resnet"]
     assert "cannot build this one" in lines["broken_model"]
+
+
+def test_pyramid_deeper_than_the_image_and_checkpoint_round_trip(tmp_path):
+    from bfcnn.checkpoint import load_model, save_model
+
+    spec = tiny_spec("gatenet", levels=6, shared_weights=True)
+    model = warmed_up(spec)
+    x = torch.rand(1, 3, 8, 5)  # 8 x 5 -> 4 x 3 -> 2 x 2 -> 1 x 1 -> 1 x 1 -> 1 x 1
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    save_model(tmp_path / "model.safetensors", model, spec)
+    loaded = load_model(tmp_path / "model.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
