@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,7 +88,7 @@ def timed(fn, device, warmup, repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return min(times)  # the least disturbed run: machines here are shared
 
 
 def measure(spec, edit, device, batch, size, compiled, warmup, repeats):
@@ -125,11 +124,52 @@ def measure(spec, edit, device, batch, size, compiled, warmup, repeats):
     return {"forward_per_s": batch / forward_s, "train_per_s": batch / step_s}
 
 
+def norm_layer_study(device, compiled_modes, rounds):
+    """Forward + backward of one normalization layer alone, interleaved, best of `rounds`: the cost of the
+    layer without the convolutions around it (CPU: 1 x 64 x 256 x 256 float32; CUDA: 64 x 64 x 128 x 128
+    bf16 channels_last)."""
+    if device.type == "cuda":
+        shape, dtype, fmt = (64, 64, 128, 128), torch.bfloat16, torch.channels_last
+    else:
+        shape, dtype, fmt = (1, 64, 256, 256), torch.float32, torch.contiguous_format
+    layers = {"identity (x * 1)": lambda c: nn.Identity(), "bias-free BN (bfcnn)": BiasFreeBatchNorm,
+              "bias-free BN (naive eager)": NaiveBiasFreeBatchNorm, "standard BatchNorm2d": nn.BatchNorm2d,
+              "ReLU (one elementwise pass, for scale)": lambda c: nn.ReLU()}
+    x = torch.randn(*shape, device=device, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn_like(x)
+    fns = {}
+    for compiled in compiled_modes:
+        for label, make in layers.items():
+            layer = make(shape[1]).to(device).train()
+            if isinstance(layer, nn.BatchNorm2d):
+                layer = layer.to(memory_format=fmt)
+            run = torch.compile(layer) if compiled else layer
+
+            def step(run=run):
+                y = run(x) if not isinstance(run, nn.Identity) else x * 1
+                y.backward(grad)
+            fns[(label, compiled)] = step
+    best = {key: float("inf") for key in fns}
+    for key, fn in fns.items():  # warm-up (and compilation)
+        fn()
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            best[key] = min(best[key], timed(fn, device, 0, 1))
+    rows = [{"layer": label, "compiled": compiled, "ms": 1e3 * best[(label, compiled)], "shape": list(shape),
+             "dtype": str(dtype)} for (label, compiled) in fns]
+    print("\n| layer alone, forward + backward | compiled | ms |")
+    print("| --- | --- | ---: |")
+    for r in rows:
+        print(f"| {r['layer']} | {'yes' if r['compiled'] else 'no'} | {r['ms']:.2f} |")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="default: every registered model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--no-norm-study", action="store_true")
+    parser.add_argument("--norm-layers-only", action="store_true", help="only the normalization-layer timing")
     parser.add_argument("--repeats", type=int, help="timed repeats (default: CPU 1, CUDA 20)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -145,14 +185,19 @@ def main(argv=None):
         machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# {machine}; torch {torch.__version__}; batch {batch} of {size} x {size}; "
           f"{'bf16 channels_last' if device.type == 'cuda' else 'float32'}")
+    layer_rows = [] if args.no_norm_study else norm_layer_study(device, modes, 5 if device.type == "cpu" else 20)
+    if args.norm_layers_only:
+        todo = []
     rows = []
     for label, spec, edit, single in todo:
         for compiled in modes:
             try:
                 model = bfcnn.build("model", spec)
+                model = edit(model) if edit else model
+                standard_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
                 facts = {"parameters": parameter_count(model),
                          "mflop_per_px": flops_per_pixel(model, getattr(model, "channels", 3)) / 1e6,
-                         "bias_free": bool(model.bias_free)}
+                         "bias_free": bool(model.bias_free) and not standard_bn}
                 rates = measure(spec, edit, device, batch, size, compiled, warmup, repeats)
                 error = None
             except Exception as e:  # one model failing must not stop the others
@@ -173,7 +218,8 @@ def main(argv=None):
               f"| {r['parameters']:,} | {r['mflop_per_px']:.3g} | {r['forward_per_s']:.3g} "
               f"| {r['train_per_s']:.3g} | {speedup} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "batch": batch, "size": size, "rows": rows},
+        Path(args.json).write_text(json.dumps({"machine": machine, "batch": batch, "size": size, "rows": rows,
+                                               "norm_layers": layer_rows},
                                               indent=2, default=str))
 
 
