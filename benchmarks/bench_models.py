@@ -5,7 +5,8 @@
 
 CPU: batch 1 of 256 x 256, float32, eager. CUDA (when available): batch 64 of 128 x 128, bf16 autocast,
 channels_last, eager and torch.compile. Every model is built with its default params; models with `levels`
-are also run with levels=3 (the speed-up column compares them with their single-scale form). The batch-norm
+are also run with levels=3, and with levels=3 and a quarter of the layers per level (about the same receptive
+field); the speed-up column compares them with their single-scale form. The batch-norm
 study runs BF-DnCNN-20 without normalization, with bfcnn's bias-free batch norm, with a naive eager version
 of it (float copy, pow, mean: the issue's 1,223 patches/s baseline) and with torch's standard BatchNorm2d.
 A training step is forward, MSE loss, backward and an Adam step. Rates are images (patches) per second.
@@ -61,8 +62,13 @@ def cases(names):
     registry = default_registries()["model"]
     for name in names:
         out.append((name, {"type": name}, None, None))
-        if "levels" in registry.get(name).schema.get("properties", {}):
+        props = registry.get(name).schema.get("properties", {})
+        if "levels" in props:
             out.append((f"{name} levels=3", {"type": name, "levels": 3}, None, name))
+            layers = props.get("no_layers", {}).get("default", 0)
+            if layers >= 4:  # about the single-scale receptive field, with a quarter of the layers per level
+                out.append((f"{name} levels=3 no_layers={layers // 4}",
+                            {"type": name, "levels": 3, "no_layers": layers // 4}, None, name))
     return out
 
 
@@ -172,11 +178,15 @@ def main(argv=None):
     parser.add_argument("--norm-layers-only", action="store_true", help="only the normalization-layer timing")
     parser.add_argument("--repeats", type=int, help="timed repeats (default: CPU 1, CUDA 20)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--cases", help="glob on the row labels, e.g. '*levels=3*'")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     names = args.models or bfcnn.names("model")
     todo = cases(names) + ([] if args.no_norm_study else norm_study())
+    if args.cases:
+        import fnmatch
+        todo = [case for case in todo if fnmatch.fnmatchcase(case[0], args.cases)]
     if device.type == "cuda":
         batch, size, warmup, repeats, modes = 64, 128, 3, args.repeats or 20, (False, True)
         machine = torch.cuda.get_device_name(device)

@@ -221,14 +221,20 @@ def parameter_count(model: nn.Module) -> int:
 
 def flops_per_pixel(model: nn.Module, channels: int, size: int = 64) -> float:
     """FLOPs (2 x multiply-adds of convolutions and matrix products) per input pixel, by
-    torch.utils.flop_counter on a `size` x `size` input of the meta device (nothing is computed)."""
+    torch.utils.flop_counter on a `size` x `size` input of the meta device (nothing is computed; the CPU
+    when the model has an op without a meta kernel)."""
     import copy
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta = copy.deepcopy(model).to("meta").eval()
-    x = torch.zeros(1, channels, size, size, device="meta")
+    copied = copy.deepcopy(model).eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta(x)
+    try:
+        with counter, torch.no_grad():
+            copied.to("meta")(torch.zeros(1, channels, size, size, device="meta"))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU instead
+        copied = copy.deepcopy(model).eval().cpu()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            copied(torch.zeros(1, channels, size, size))
     return counter.get_total_flops() / (size * size)

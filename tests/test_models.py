@@ -11,7 +11,7 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
-from torch.func import jacrev, jvp, vjp
+from torch.func import jacfwd, jacrev, jvp, vjp
 
 import bfcnn
 from bfcnn import hookimpl
@@ -27,6 +27,7 @@ from bfcnn.layers import (
 from bfcnn.registry import default_registries
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp
 
 MODELS = bfcnn.names("model")
 SCALES = (0.1, 3.0, 17.0)
@@ -112,7 +113,7 @@ def test_homogeneous(spec):
 
 @pytest.mark.parametrize("spec", CASES)
 def test_locally_linear_jvp_and_jacobian(spec):
-    """f(x) = J(x) x, in float64, both through jvp and through the full Jacobian (jacrev, i.e. vjp)."""
+    """f(x) = J(x) x, in float64, through jvp and through the full Jacobian (jacrev = vmap of vjp; jacfwd agrees)."""
     model = warmed_up(spec, dtype=torch.float64)
     if not model.bias_free:
         pytest.skip(f"{spec['type']} is not bias-free")
@@ -123,6 +124,8 @@ def test_locally_linear_jvp_and_jacobian(spec):
     assert relative_error(jx, fx) <= 1e-5
     small = x[..., :5, :6].contiguous()
     jacobian = jacrev(model)(small).reshape(small.numel(), small.numel())
+    forward_jacobian = jacfwd(model)(small).reshape(small.numel(), small.numel())  # vmap over jvp
+    assert (forward_jacobian - jacobian).abs().max() <= 1e-9 * jacobian.abs().max()
     assert relative_error((jacobian @ small.reshape(-1)).reshape(small.shape), model(small)) <= 1e-5
     _, pullback = vjp(model, x)  # the explain tool's other primitive
     (grad,) = pullback(torch.ones_like(fx))
@@ -371,3 +374,15 @@ def test_pyramid_deeper_than_the_image_and_checkpoint_round_trip(tmp_path):
     loaded = load_model(tmp_path / "model.safetensors")
     with torch.no_grad():
         assert torch.equal(loaded(x), y)
+
+
+def test_flops_fall_back_to_the_cpu_for_ops_without_meta_kernels():
+    class NeedsValues(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+
+        def forward(self, x):
+            return self.conv(x) * (1.0 if x.sum().item() >= 0 else -1.0)  # .item() has no meta form
+
+    assert flops_per_pixel(NeedsValues(), 1, size=8) == 2 * 2
