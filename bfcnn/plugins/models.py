@@ -85,20 +85,28 @@ class ResidualBlock(nn.Module):
 
 
 class ResNetCore(nn.Module):
-    """conv-act stem, `no_layers` residual blocks (two convs each), conv head."""
+    """conv-act stem, `no_layers` residual blocks (two convs each), conv head.
+
+    With `context`, the stem also takes a second image (a coarser level's estimate) through its own conv;
+    the two are summed, which is a conv of their concatenation, without the copy and skipped when absent.
+    """
 
     def __init__(self, in_channels, out_channels, filters=64, no_layers=8, kernel_size=3, batchnorm=True,
-                 bias_free=True, act="relu", gated=False, sparse=False, threshold=0.5):
+                 bias_free=True, act="relu", gated=False, sparse=False, threshold=0.5, context=False):
         super().__init__()
         self.stem = conv(in_channels, filters, kernel_size, bias=not bias_free)
+        self.stem_context = conv(in_channels, filters, kernel_size) if context else None
         self.stem_act = activation(act, filters)
         self.blocks = nn.Sequential(*[
             ResidualBlock(filters, kernel_size, batchnorm, bias_free, act, gated, sparse, threshold)
             for _ in range(no_layers)])
         self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
 
-    def forward(self, x):
-        return self.head(self.blocks(self.stem_act(self.stem(x))))
+    def forward(self, x, context=None):
+        h = self.stem(x)
+        if context is not None:
+            h = h + self.stem_context(context)
+        return self.head(self.blocks(self.stem_act(h)))
 
 
 def conv_stage(in_channels, out_channels, no_layers, kernel_size, batchnorm, bias_free, act):
@@ -115,24 +123,28 @@ def conv_stage(in_channels, out_channels, no_layers, kernel_size, batchnorm, bia
 class UNetCore(nn.Module):
     """BF-UNet: `downsamplings` max-pool steps (filters double each time), bilinear up-sampling to the skip's
     exact size and concatenation, `no_layers` conv-BN-act per stage. Max-pool (ceil mode) and bilinear
-    up-sampling are homogeneous and take odd sizes without padding or cropping."""
+    up-sampling are homogeneous and take odd sizes without padding or cropping. `context` as in ResNetCore."""
 
     def __init__(self, in_channels, out_channels, filters=32, no_layers=2, kernel_size=3, batchnorm=True,
-                 bias_free=True, act="relu", downsamplings=3):
+                 bias_free=True, act="relu", downsamplings=3, context=False):
         super().__init__()
         widths = [filters * 2 ** s for s in range(downsamplings + 1)]
-        self.encoders = nn.ModuleList()
-        previous = in_channels
-        for width in widths:
+        first = conv_stage(in_channels, filters, no_layers, kernel_size, batchnorm, bias_free, act)
+        self.stem = first[0]  # the first conv, so that a context image can be added after it
+        self.stem_context = conv(in_channels, filters, kernel_size) if context else None
+        self.encoders = nn.ModuleList([nn.Sequential(*list(first)[1:])])
+        for previous, width in zip(widths, widths[1:]):
             self.encoders.append(conv_stage(previous, width, no_layers, kernel_size, batchnorm, bias_free, act))
-            previous = width
         self.decoders = nn.ModuleList(
             conv_stage(widths[s + 1] + widths[s], widths[s], no_layers, kernel_size, batchnorm, bias_free, act)
             for s in reversed(range(downsamplings)))
         self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
 
-    def forward(self, x):
-        skips, h = [], x
+    def forward(self, x, context=None):
+        h = self.stem(x)
+        if context is not None:
+            h = h + self.stem_context(context)
+        skips = []
         for i, encoder in enumerate(self.encoders):
             if i > 0:
                 h = F.max_pool2d(h, 2, ceil_mode=True)
@@ -155,8 +167,8 @@ class Denoiser(nn.Module):
     """x -> [normalize] -> core(s) in a Laplacian pyramid (or once) -> [denormalize] -> output stage.
 
     Multiscale (levels > 1): coarse to fine; the core of level i sees its band and the up-sampled estimate of
-    the coarser levels (zeros at the coarsest), predicts the band's noise, and the clean band plus that
-    estimate is the next estimate. With `stop_grads` the estimate handed to a finer level is detached during
+    the coarser levels (the coarsest sees its band only), predicts the band's noise, and the clean band plus
+    that estimate is the next estimate. With `stop_grads` the estimate handed to a finer level is detached during
     training (in eval mode nothing is detached, so Jacobians stay exact). `shared_weights`: one core for all
     levels, otherwise one per level.
     """
@@ -170,11 +182,10 @@ class Denoiser(nn.Module):
         self.local_normalization = local_normalization
         self.output_multiplier, self.final_activation = float(output_multiplier), final_activation
         self.clip_values, self.kernel_regularizer = clip_values, kernel_regularizer
-        in_channels = channels if levels == 1 else 2 * channels
         if levels == 1 or shared_weights:
-            self.core = make_core(in_channels, channels)
+            self.core = make_core(channels, channels, levels > 1)
         else:
-            self.cores = nn.ModuleList(make_core(in_channels, channels) for _ in range(levels))
+            self.cores = nn.ModuleList(make_core(channels, channels, level < levels - 1) for level in range(levels))
         init_conv_weights(self, kernel_initializer)
         self.bias_free = bool(homogeneous_core and local_normalization < 0 and not clip_values
                               and final_activation in ("linear", "relu"))
@@ -198,13 +209,12 @@ class Denoiser(nn.Module):
         if self.levels == 1:
             return x - self.core(x)
         bands = laplacian_pyramid(x, self.levels)
-        estimate = None
-        for level in reversed(range(self.levels)):
+        estimate = bands[-1] - self.core_of(self.levels - 1)(bands[-1])
+        for level in reversed(range(self.levels - 1)):
             band = bands[level]
-            context = torch.zeros_like(band) if estimate is None else upsample(estimate, band.shape[-2:])
+            context = upsample(estimate, band.shape[-2:])
             given = context.detach() if self.stop_grads and self.training else context
-            clean = band - self.core_of(level)(torch.cat([band, given], dim=1))
-            estimate = clean if estimate is None else clean + context
+            estimate = band - self.core_of(level)(band, given) + context
         return estimate
 
     def forward(self, x):
@@ -258,15 +268,16 @@ def build_denoiser(kind, channels=None, input_shape=None, levels=1, filters=None
     if kind == "unet":
         filters, no_layers = filters or 32, no_layers or 2
 
-        def make_core(cin, cout):
+        def make_core(cin, cout, context):
             return UNetCore(cin, cout, filters, no_layers, kernel_size, batchnorm, bias_free, activation,
-                            downsamplings)
+                            downsamplings, context)
     else:
         filters, no_layers = filters or 64, no_layers or 8
 
-        def make_core(cin, cout):
+        def make_core(cin, cout, context):
             return ResNetCore(cin, cout, filters, no_layers, kernel_size, batchnorm, bias_free, activation,
-                              gated=kind == "gatenet", sparse=kind == "sparse_resnet", threshold=threshold)
+                              gated=kind == "gatenet", sparse=kind == "sparse_resnet", threshold=threshold,
+                              context=context)
     model = Denoiser(make_core, channels, levels, shared_weights, stop_grads, local_normalization,
                      output_multiplier, final_activation, clip_values, kernel_regularizer, kernel_initializer,
                      homogeneous_core=bias_free and activation in HOMOGENEOUS_ACTIVATIONS)
