@@ -292,7 +292,7 @@ def factory(kind):
     return make
 
 
-def denoiser_schema(defaults: dict, extra: dict | None = None) -> dict:
+def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> dict:
     boolean = {"type": "boolean"}
     properties = {
         "channels": {"type": "integer", "minimum": 1, "description": "image channels (default 3)"},
@@ -330,10 +330,11 @@ def denoiser_schema(defaults: dict, extra: dict | None = None) -> dict:
         "max_value": {"type": "number", "default": 255},
     }
     properties.update(extra or {})
-    return {"type": "object", "additionalProperties": False, "properties": properties}
+    return {"type": "object", "additionalProperties": False, "properties": properties, "examples": list(examples)}
 
 
 RESNET_DEFAULTS = {"filters": 64, "no_layers": 8, "no_layers_means": "residual blocks (two convs each) per level"}
+SMALL = [{"filters": 8, "no_layers": 2, "levels": 2}]  # schema examples: small builds for quick checks
 UNET_DEFAULTS = {"filters": 32, "no_layers": 2, "no_layers_means": "conv-BN-act layers per UNet stage"}
 
 
@@ -349,18 +350,20 @@ def register_models(register):
             "batchnorm": {"type": "boolean", "default": True},
             "bias_free": {"type": "boolean", "default": True},
         },
+        "examples": [{"channels": 3, "depth": 6, "filters": 16}],
     }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)")
-    register("resnet", factory("resnet"), denoiser_schema(RESNET_DEFAULTS),
+    register("resnet", factory("resnet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
              "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid")
     register("sparse_resnet", factory("sparse_resnet"), denoiser_schema(RESNET_DEFAULTS, {
         "threshold": {"type": "number", "minimum": 0, "default": 0.5,
-                      "description": "initial soft threshold, relative to each pixel's mean |feature|"}}),
+                      "description": "initial soft threshold, relative to each pixel's mean |feature|"}}, SMALL),
              "resnet with a scale-free soft threshold on its features (stays homogeneous)")
-    register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS),
+    register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
              "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)")
     register("unet", factory("unet"), denoiser_schema(UNET_DEFAULTS, {
         "downsamplings": {"type": "integer", "minimum": 0, "default": 3,
-                          "description": "max-pool steps inside the UNet (filters double at each)"}}),
+                          "description": "max-pool steps inside the UNet (filters double at each)"}},
+        [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
              "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
 
 
