@@ -394,3 +394,16 @@ def test_flops_fall_back_to_the_cpu_for_ops_without_meta_kernels():
             return self.conv(x) * (1.0 if x.sum().item() >= 0 else -1.0)  # .item() has no meta form
 
     assert flops_per_pixel(NeedsValues(), 1, size=8) == 2 * 2
+
+
+@pytest.mark.parametrize("name", ["dncnn", "resnet", "sparse_resnet", "gatenet", "unet"])
+def test_built_in_models_trace_into_one_graph_for_torch_compile(name):
+    """No graph breaks (dynamo tracing only, nothing is compiled), so torch.compile can fuse the bias-free
+    batch norm with its neighbours."""
+    import torch._dynamo as dynamo
+
+    spec = tiny_spec(name, levels=2, stop_grads=True)
+    model = bfcnn.build("model", spec).train()
+    explanation = dynamo.explain(model)(torch.rand(2, channels_of(model), 17, 15))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
