@@ -167,7 +167,7 @@ def test_a_few_training_steps_without_nan(name):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         assert all(torch.isfinite(torch.tensor(losses))), (spec, losses)
         assert all(torch.isfinite(p).all() for p in model.parameters())
         changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
