@@ -203,7 +203,7 @@ def test_seed_example_model_config_builds_as_it_is():
     assert model.channels == 1 and model.levels == 6
     assert model.bias_free is False  # tanh final activation
     penalty = model.regularization_loss()
-    assert penalty.ndim == 0 and float(penalty) > 0
+    assert penalty.ndim == 0 and penalty.item() > 0
     penalty.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.eval()
