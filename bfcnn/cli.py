@@ -75,7 +75,16 @@ def cmd_list(args):
         print(f"{kind}:")
         for name in registries[kind].names(args.pattern):
             component = registries[kind].get(name)
-            print(f"  {name:<28} {component.summary}  [{component.plugin}]")
+            facts = ""
+            if kind == "model":  # built with default params; a model that fails to build shows the error
+                from .plugins.models import model_facts
+                try:
+                    f = model_facts(name, registries)
+                    facts = (f"bias-free: {'yes' if f['bias_free'] else 'no'}, {f['parameters']:,} params, "
+                             f"{f['flops_per_pixel'] / 1e6:.3g} MFLOP/px  ")
+                except Exception as error:  # someone else's model may fail in any way: report, go on
+                    facts = f"(fails to build with default params: {type(error).__name__}: {error})  "
+            print(f"  {name:<28} {facts}{component.summary}  [{component.plugin}]")
 
 
 def cmd_plugins(args):

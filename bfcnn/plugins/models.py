@@ -1,31 +1,38 @@
-"""Built-in denoisers. A model is a torch.nn.Module from N x C x H x W to the same shape, with `bias_free`."""
+"""Built-in denoisers. A model is a torch.nn.Module from N x C x H x W to the same shape, with `bias_free`.
+
+dncnn: the paper's BF-DnCNN. resnet, sparse_resnet, gatenet and unet (BF-UNet) share one wrapper that takes
+the original project's model keys (levels, no_layers, stop_grads, local_normalization, ...): `levels` > 1
+runs the network coarse-to-fine inside a Laplacian pyramid. Options that add a constant somewhere (biases,
+non-homogeneous activations, tanh output, clipping, mean/std normalization) are allowed; the model then
+reports `bias_free = False`.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bfcnn import hookimpl
+from bfcnn.errors import ConfigError
+from bfcnn.layers import (
+    ACTIVATIONS,
+    HOMOGENEOUS_ACTIVATIONS,
+    BiasFreeBatchNorm,
+    ScaleFreeGate,
+    ScaleFreeShrink,
+    activation,
+    batch_norm,
+    conv,
+    flops_per_pixel,
+    init_conv_weights,
+    kernel_penalty,
+    laplacian_pyramid,
+    parameter_count,
+    upsample,
+)
 
-
-class BiasFreeBatchNorm(nn.Module):
-    """Batch norm without mean subtraction or shift: divides by the batch's std, so it stays homogeneous."""
-
-    def __init__(self, channels, momentum=0.1, eps=1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-        self.momentum, self.eps = momentum, eps
-
-    def forward(self, x):
-        if self.training:
-            var = x.float().pow(2).mean(dim=(0, 2, 3))
-            with torch.no_grad():
-                self.running_var.lerp_(var, self.momentum)
-        else:
-            var = self.running_var
-        scale = self.weight / torch.sqrt(var + self.eps)
-        return x * scale.view(1, -1, 1, 1).to(x.dtype)
+__all__ = ["BiasFreeBatchNorm", "DnCNN", "Denoiser", "ResNetCore", "UNetCore", "build_denoiser", "model_facts"]
 
 
 class DnCNN(nn.Module):
@@ -34,18 +41,301 @@ class DnCNN(nn.Module):
     def __init__(self, channels=3, depth=20, filters=64, kernel_size=3, batchnorm=True, bias_free=True):
         super().__init__()
         pad = kernel_size // 2
-        layers = [nn.Conv2d(channels, filters, kernel_size, padding=pad, bias=not bias_free), nn.ReLU(inplace=True)]
+        layers = [nn.Conv2d(channels, filters, kernel_size, padding=pad, bias=not bias_free), nn.ReLU()]
         for _ in range(depth - 2):
             layers.append(nn.Conv2d(filters, filters, kernel_size, padding=pad, bias=False if batchnorm else not bias_free))
             if batchnorm:
                 layers.append(BiasFreeBatchNorm(filters) if bias_free else nn.BatchNorm2d(filters))
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.ReLU())
         layers.append(nn.Conv2d(filters, channels, kernel_size, padding=pad, bias=not bias_free))
         self.body = nn.Sequential(*layers)
+        self.channels = channels
         self.bias_free = bias_free
 
     def forward(self, x):
         return x - self.body(x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cores: (N, in_channels, H, W) -> the predicted noise (N, out_channels, H, W)
+
+class ResidualBlock(nn.Module):
+    """h -> act(h + g(h) * BN(conv(act(BN(conv(h)))))), then an optional scale-free shrink."""
+
+    def __init__(self, filters, kernel_size, batchnorm, bias_free, act, gated=False, sparse=False, threshold=0.5):
+        super().__init__()
+        bias = not bias_free and not batchnorm
+        self.conv1 = conv(filters, filters, kernel_size, bias=bias)
+        self.bn1 = batch_norm(filters, bias_free) if batchnorm else nn.Identity()
+        self.act1 = activation(act, filters)
+        self.conv2 = conv(filters, filters, kernel_size, bias=bias)
+        self.bn2 = batch_norm(filters, bias_free) if batchnorm else nn.Identity()
+        self.act2 = activation(act, filters)
+        self.gate = ScaleFreeGate(filters) if gated else None
+        self.shrink = ScaleFreeShrink(filters, threshold) if sparse else None
+
+    def forward(self, h):
+        r = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(h)))))
+        if self.gate is not None:
+            r = self.gate(h) * r
+        h = self.act2(h + r)
+        if self.shrink is not None:
+            h = self.shrink(h)
+        return h
+
+
+class ResNetCore(nn.Module):
+    """conv-act stem, `no_layers` residual blocks (two convs each), conv head.
+
+    With `context`, the stem also takes a second image (a coarser level's estimate) through its own conv;
+    the two are summed, which is a conv of their concatenation, without the copy and skipped when absent.
+    """
+
+    def __init__(self, in_channels, out_channels, filters=64, no_layers=8, kernel_size=3, batchnorm=True,
+                 bias_free=True, act="relu", gated=False, sparse=False, threshold=0.5, context=False):
+        super().__init__()
+        self.stem = conv(in_channels, filters, kernel_size, bias=not bias_free)
+        self.stem_context = conv(in_channels, filters, kernel_size) if context else None
+        self.stem_act = activation(act, filters)
+        self.blocks = nn.Sequential(*[
+            ResidualBlock(filters, kernel_size, batchnorm, bias_free, act, gated, sparse, threshold)
+            for _ in range(no_layers)])
+        self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
+
+    def forward(self, x, context=None):
+        h = self.stem(x)
+        if context is not None:
+            h = h + self.stem_context(context)
+        return self.head(self.blocks(self.stem_act(h)))
+
+
+def conv_stage(in_channels, out_channels, no_layers, kernel_size, batchnorm, bias_free, act):
+    layers = []
+    for i in range(no_layers):
+        layers.append(conv(in_channels if i == 0 else out_channels, out_channels, kernel_size,
+                           bias=not bias_free and not batchnorm))
+        if batchnorm:
+            layers.append(batch_norm(out_channels, bias_free))
+        layers.append(activation(act, out_channels))
+    return nn.Sequential(*layers)
+
+
+class UNetCore(nn.Module):
+    """BF-UNet: `downsamplings` max-pool steps (filters double each time), bilinear up-sampling to the skip's
+    exact size and concatenation, `no_layers` conv-BN-act per stage. Max-pool (ceil mode) and bilinear
+    up-sampling are homogeneous and take odd sizes without padding or cropping. `context` as in ResNetCore."""
+
+    def __init__(self, in_channels, out_channels, filters=32, no_layers=2, kernel_size=3, batchnorm=True,
+                 bias_free=True, act="relu", downsamplings=3, context=False):
+        super().__init__()
+        widths = [filters * 2 ** s for s in range(downsamplings + 1)]
+        first = conv_stage(in_channels, filters, no_layers, kernel_size, batchnorm, bias_free, act)
+        self.stem = first[0]  # the first conv, so that a context image can be added after it
+        self.stem_context = conv(in_channels, filters, kernel_size) if context else None
+        self.encoders = nn.ModuleList([nn.Sequential(*list(first)[1:])])
+        for previous, width in zip(widths, widths[1:]):
+            self.encoders.append(conv_stage(previous, width, no_layers, kernel_size, batchnorm, bias_free, act))
+        self.decoders = nn.ModuleList(
+            conv_stage(widths[s + 1] + widths[s], widths[s], no_layers, kernel_size, batchnorm, bias_free, act)
+            for s in reversed(range(downsamplings)))
+        self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
+
+    def forward(self, x, context=None):
+        h = self.stem(x)
+        if context is not None:
+            h = h + self.stem_context(context)
+        skips = []
+        for i, encoder in enumerate(self.encoders):
+            if i > 0:
+                h = F.max_pool2d(h, 2, ceil_mode=True)
+            h = encoder(h)
+            skips.append(h)
+        skips.pop()
+        for decoder in self.decoders:
+            skip = skips.pop()
+            h = decoder(torch.cat([upsample(h, skip.shape[-2:]), skip], dim=1))
+        return self.head(h)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the wrapper: normalization, multiscale, output stage, regularization
+
+NORM_EPS = 1e-4  # added to the variance of mean/std normalization: one of the constants that break homogeneity
+
+
+class Denoiser(nn.Module):
+    """x -> [normalize] -> core(s) in a Laplacian pyramid (or once) -> [denormalize] -> output stage.
+
+    Multiscale (levels > 1): coarse to fine; the core of level i sees its band and the up-sampled estimate of
+    the coarser levels (the coarsest sees its band only), predicts the band's noise, and the clean band plus
+    that estimate is the next estimate. With `stop_grads` the estimate handed to a finer level is detached during
+    training (in eval mode nothing is detached, so Jacobians stay exact). `shared_weights`: one core for all
+    levels, otherwise one per level.
+    """
+
+    def __init__(self, make_core, channels=3, levels=1, shared_weights=False, stop_grads=False,
+                 local_normalization=-1, output_multiplier=1.0, final_activation="linear", clip_values=False,
+                 kernel_regularizer=None, kernel_initializer="glorot_normal", homogeneous_core=True):
+        super().__init__()
+        self.channels, self.levels = channels, levels
+        self.shared_weights, self.stop_grads = shared_weights, stop_grads
+        self.local_normalization = local_normalization
+        self.output_multiplier, self.final_activation = float(output_multiplier), final_activation
+        self.clip_values, self.kernel_regularizer = clip_values, kernel_regularizer
+        if levels == 1 or shared_weights:
+            self.core = make_core(channels, channels, levels > 1)
+        else:
+            self.cores = nn.ModuleList(make_core(channels, channels, level < levels - 1) for level in range(levels))
+        init_conv_weights(self, kernel_initializer)
+        self.bias_free = bool(homogeneous_core and local_normalization < 0 and not clip_values
+                              and final_activation in ("linear", "relu"))
+
+    def core_of(self, level):
+        return self.core if self.levels == 1 or self.shared_weights else self.cores[level]
+
+    def normalize(self, x):
+        k = self.local_normalization
+        if k == 0:
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+        else:
+            padded = F.pad(x, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2), mode="replicate")
+            mean = F.avg_pool2d(padded, k, stride=1)
+            var = torch.clamp(F.avg_pool2d(padded * padded, k, stride=1) - mean * mean, min=0)
+        std = torch.sqrt(var + NORM_EPS)
+        return (x - mean) / std, mean, std
+
+    def denoise(self, x):
+        if self.levels == 1:
+            return x - self.core(x)
+        bands = laplacian_pyramid(x, self.levels)
+        estimate = bands[-1] - self.core_of(self.levels - 1)(bands[-1])
+        for level in reversed(range(self.levels - 1)):
+            band = bands[level]
+            context = upsample(estimate, band.shape[-2:])
+            given = context.detach() if self.stop_grads and self.training else context
+            estimate = band - self.core_of(level)(band, given) + context
+        return estimate
+
+    def forward(self, x):
+        if self.local_normalization >= 0:
+            x, mean, std = self.normalize(x)
+            y = self.denoise(x) * std + mean
+        else:
+            y = self.denoise(x)
+        m = self.output_multiplier
+        if self.final_activation == "relu":
+            y = torch.relu(m * y)
+        elif self.final_activation == "tanh":  # the original's tanh, applied in its centred units (x - 0.5)
+            y = 0.5 + torch.tanh(m * (y - 0.5))
+        elif m != 1.0:
+            y = m * y
+        if self.clip_values:
+            y = torch.clamp(y, 0.0, 1.0)
+        return y
+
+    def regularization_loss(self):
+        """Keras-style kernel penalty (0 without a kernel_regularizer); the trainer weights it."""
+        return kernel_penalty(self, self.kernel_regularizer)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# factories and schemas
+
+def resolve_channels(channels, input_shape):
+    if input_shape is not None:
+        last = input_shape[-1]
+        if not isinstance(last, int):
+            raise ConfigError(f"model.input_shape: the last entry gives the channels and must be an integer, got {last!r}")
+        if channels is not None and channels != last:
+            raise ConfigError(f"model.channels ({channels}) disagrees with model.input_shape[-1] ({last})")
+        return last
+    return 3 if channels is None else channels
+
+
+def build_denoiser(kind, channels=None, input_shape=None, levels=1, filters=None, no_layers=None, kernel_size=3,
+                   batchnorm=True, bias_free=True, stop_grads=False, shared_weights=False, activation="relu",
+                   local_normalization=-1, output_multiplier=1.0, kernel_regularizer=None,
+                   final_activation="linear", clip_values=False, kernel_initializer="glorot_normal",
+                   min_value=0, max_value=255, threshold=0.5, downsamplings=3):
+    """Build resnet / sparse_resnet / gatenet / unet from the original project's model keys."""
+    channels = resolve_channels(channels, input_shape)
+    if min_value >= max_value:
+        raise ConfigError(f"model.min_value ({min_value}) must be below model.max_value ({max_value})")
+    if kernel_size % 2 == 0:
+        raise ConfigError(f"model.kernel_size must be odd (a 'same' convolution), got {kernel_size}")
+    kernel_regularizer = None if kernel_regularizer in (None, "none") else kernel_regularizer
+    if kind == "unet":
+        filters, no_layers = filters or 32, no_layers or 2
+
+        def make_core(cin, cout, context):
+            return UNetCore(cin, cout, filters, no_layers, kernel_size, batchnorm, bias_free, activation,
+                            downsamplings, context)
+    else:
+        filters, no_layers = filters or 64, no_layers or 8
+
+        def make_core(cin, cout, context):
+            return ResNetCore(cin, cout, filters, no_layers, kernel_size, batchnorm, bias_free, activation,
+                              gated=kind == "gatenet", sparse=kind == "sparse_resnet", threshold=threshold,
+                              context=context)
+    model = Denoiser(make_core, channels, levels, shared_weights, stop_grads, local_normalization,
+                     output_multiplier, final_activation, clip_values, kernel_regularizer, kernel_initializer,
+                     homogeneous_core=bias_free and activation in HOMOGENEOUS_ACTIVATIONS)
+    model.kind = kind
+    return model
+
+
+def factory(kind):
+    def make(**params):
+        return build_denoiser(kind, **params)
+    make.__name__ = kind
+    return make
+
+
+def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> dict:
+    boolean = {"type": "boolean"}
+    properties = {
+        "channels": {"type": "integer", "minimum": 1, "description": "image channels (default 3)"},
+        "input_shape": {"type": "array", "minItems": 3, "maxItems": 3,
+                        "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"},
+                                            {"type": "string", "enum": ["?", "", "-1"]}]},
+                        "description": "the original's [H, W, C] ('?' for any size): C gives the channels"},
+        "levels": {"type": "integer", "minimum": 1, "default": 1,
+                   "description": "> 1: run coarse to fine in a Laplacian pyramid of this many levels"},
+        "filters": {"type": "integer", "minimum": 1, "default": defaults["filters"]},
+        "no_layers": {"type": "integer", "minimum": 1, "default": defaults["no_layers"],
+                      "description": defaults["no_layers_means"]},
+        "kernel_size": {"type": "integer", "minimum": 1, "default": 3},
+        "batchnorm": {**boolean, "default": True, "description": "bias-free batch norm (standard when bias_free is false)"},
+        "bias_free": {**boolean, "default": True, "description": "false: biases and standard batch norm (ablation)"},
+        "stop_grads": {**boolean, "default": False,
+                       "description": "in training, detach the coarse estimate handed to finer levels"},
+        "shared_weights": {**boolean, "default": False, "description": "one network for every pyramid level"},
+        "activation": {"enum": list(ACTIVATIONS), "default": "relu",
+                       "description": f"homogeneous: {', '.join(HOMOGENEOUS_ACTIVATIONS)}"},
+        "local_normalization": {"type": "integer", "default": -1,
+                                "description": "k > 0: normalize by the k x k local mean and std, 0: by the "
+                                               "image's, < 0: none (normalizing makes the model not bias-free)"},
+        "output_multiplier": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+        "kernel_regularizer": {"enum": ["l1", "l2", "l1_l2", "none", None], "default": None,
+                               "description": "Keras-style penalty (factor 0.01) from regularization_loss()"},
+        "final_activation": {"enum": ["linear", "relu", "tanh"], "default": "linear",
+                             "description": "tanh (in the original's centred units) makes the model not bias-free"},
+        "clip_values": {**boolean, "default": False,
+                        "description": "clip the output to [0, 1] (makes the model not bias-free)"},
+        "kernel_initializer": {"enum": ["glorot_normal", "glorot_uniform", "he_normal", "he_uniform",
+                                        "orthogonal", "torch_default"], "default": "glorot_normal"},
+        "min_value": {"type": "number", "default": 0,
+                      "description": "the original's pixel range; bfcnn feeds models [0, 1], so only checked"},
+        "max_value": {"type": "number", "default": 255},
+    }
+    properties.update(extra or {})
+    return {"type": "object", "additionalProperties": False, "properties": properties, "examples": list(examples)}
+
+
+RESNET_DEFAULTS = {"filters": 64, "no_layers": 8, "no_layers_means": "residual blocks (two convs each) per level"}
+SMALL = [{"filters": 8, "no_layers": 2, "levels": 2}]  # schema examples: small builds for quick checks
+UNET_DEFAULTS = {"filters": 32, "no_layers": 2, "no_layers_means": "conv-BN-act layers per UNet stage"}
 
 
 @hookimpl
@@ -60,4 +350,28 @@ def register_models(register):
             "batchnorm": {"type": "boolean", "default": True},
             "bias_free": {"type": "boolean", "default": True},
         },
+        "examples": [{"channels": 3, "depth": 6, "filters": 16}],
     }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)")
+    register("resnet", factory("resnet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
+             "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid")
+    register("sparse_resnet", factory("sparse_resnet"), denoiser_schema(RESNET_DEFAULTS, {
+        "threshold": {"type": "number", "minimum": 0, "default": 0.5,
+                      "description": "initial soft threshold, relative to each pixel's mean |feature|"}}, SMALL),
+             "resnet with a scale-free soft threshold on its features (stays homogeneous)")
+    register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
+             "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)")
+    register("unet", factory("unet"), denoiser_schema(UNET_DEFAULTS, {
+        "downsamplings": {"type": "integer", "minimum": 0, "default": 3,
+                          "description": "max-pool steps inside the UNet (filters double at each)"}},
+        [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
+             "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
+
+
+def model_facts(name, registries=None, size=64) -> dict:
+    """bias_free, parameter count and FLOPs per pixel of a registered model built with default params."""
+    from bfcnn.config import build
+
+    model = build("model", {"type": name}, registries)
+    channels = getattr(model, "channels", 3)
+    return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),
+            "flops_per_pixel": flops_per_pixel(model, channels, size)}

@@ -1,0 +1,240 @@
+"""Building blocks of bias-free denoisers: convolutions without bias, bias-free batch norm, homogeneous
+activations, scale-free sparsity and gates, and a Laplacian pyramid with exact reconstruction.
+
+Everything here is written with plain tensor ops (no in-place ops on tensors that carry gradients, no Python
+branching on tensor values), so it works in float64, under torch.func (jvp, vjp, jacrev) and torch.compile.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# positively homogeneous activations: act(a x) = a act(x) for a > 0
+HOMOGENEOUS_ACTIVATIONS = ("relu", "leaky_relu", "prelu", "linear")
+OTHER_ACTIVATIONS = ("elu", "gelu", "silu", "tanh", "softplus")
+ACTIVATIONS = HOMOGENEOUS_ACTIVATIONS + OTHER_ACTIVATIONS
+LEAKY_SLOPE = 0.2
+
+
+def activation(name: str, channels: int) -> nn.Module:
+    """A fresh activation module by name (never in-place, so autograd and torch.func keep working)."""
+    makers = {
+        "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE), "prelu": lambda: nn.PReLU(channels),
+        "linear": nn.Identity, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+        "softplus": nn.Softplus,
+    }
+    if name not in makers:
+        raise ValueError(f"unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
+    return makers[name]()
+
+
+def conv(in_channels, out_channels, kernel_size=3, bias=False, stride=1) -> nn.Conv2d:
+    """A 'same' convolution; bias-free unless asked for."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+
+
+class BiasFreeBatchNorm(nn.Module):
+    """Batch norm without mean subtraction or shift: x * gamma / sqrt(E[x^2] + eps), per channel.
+
+    Training divides by the batch's root mean square (one fused reduction, accumulated in float32 whatever the
+    input dtype) and updates `running_var`; eval uses `running_var`, so in eval mode the layer is a fixed
+    per-channel scale and the network stays homogeneous. Plain tensor ops only: torch.compile fuses it.
+    """
+
+    def __init__(self, channels, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x):
+        if self.training:
+            count = x.numel() // x.shape[1]
+            norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
+            var = norm * norm / count
+            with torch.no_grad():
+                self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+        else:
+            var = self.running_var
+        scale = self.weight * torch.rsqrt(var.to(self.weight.dtype) + self.eps)
+        return x * scale.view(1, -1, 1, 1).to(x.dtype)
+
+
+def batch_norm(channels, bias_free=True) -> nn.Module:
+    return BiasFreeBatchNorm(channels) if bias_free else nn.BatchNorm2d(channels)
+
+
+def soft_threshold(h, tau):
+    """sign(h) * max(|h| - tau, 0), written as h - clamp(h, -tau, tau) (differentiable, compile-friendly)."""
+    return h - torch.maximum(torch.minimum(h, tau), -tau)
+
+
+class ScaleFreeShrink(nn.Module):
+    """Sparsity that keeps homogeneity: soft threshold at t_c times the pixel's own feature scale.
+
+    The scale is the mean |h| over channels at each pixel, so it scales with the input (and needs no eps, no
+    neighbours: tiling gives the same result); t_c >= 0 is learned per channel (stored as its square root).
+    """
+
+    def __init__(self, channels, threshold=0.5):
+        super().__init__()
+        self.root = nn.Parameter(torch.full((channels,), float(threshold) ** 0.5))
+
+    def forward(self, h):
+        scale = h.abs().mean(dim=1, keepdim=True)
+        tau = (self.root * self.root).view(1, -1, 1, 1).to(h.dtype) * scale
+        return soft_threshold(h, tau)
+
+
+class ScaleFreeGate(nn.Module):
+    """A per-pixel on/off gate in (0, 1) computed from the direction of the feature vector, h / |h|.
+
+    The direction is unchanged when the input is scaled, so gate(a h) = gate(h) and a gated block stays
+    homogeneous. The logit's offset acts on that scale-free quantity, so it adds no constant to the output.
+    """
+
+    EPS = 1e-24  # guards 0 / 0 only: relative effect below 1e-12 for feature norms above 1e-6
+
+    def __init__(self, channels, open_logit=2.0):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, 1, 1, bias=True)
+        self.open_logit = open_logit
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.normal_(self.proj.weight, std=0.01)
+        nn.init.constant_(self.proj.bias, self.open_logit)
+
+    def forward(self, h):
+        direction = h * torch.rsqrt(h.pow(2).sum(dim=1, keepdim=True) + self.EPS)
+        return torch.sigmoid(self.proj(direction))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Laplacian pyramid
+
+BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def blur_kernel(channels, dtype, device):
+    k = torch.tensor(BINOMIAL_5, dtype=dtype, device=device)
+    k2 = torch.outer(k, k) / (k.sum() ** 2)
+    return k2.expand(channels, 1, 5, 5)
+
+
+def downsample(x):
+    """Binomial 5x5 blur (replicate border) then every second pixel: H x W -> ceil(H/2) x ceil(W/2)."""
+    channels = x.shape[1]
+    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    return F.conv2d(padded, blur_kernel(channels, x.dtype, x.device), stride=2, groups=channels)
+
+
+def upsample(x, size):
+    """Bilinear up-sampling to an exact size (so odd sizes round-trip)."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def laplacian_pyramid(x, levels: int) -> list:
+    """[L_0, ..., L_{n-2}, G_{n-1}]: band-pass residuals, finest first, then the low-pass remainder.
+
+    Every step is linear, so the pyramid keeps homogeneity; `reconstruct_pyramid` inverts it exactly
+    (L_i = G_i - up(G_{i+1}) by construction, whatever the filters).
+    """
+    bands, current = [], x
+    for _ in range(levels - 1):
+        lower = downsample(current)
+        bands.append(current - upsample(lower, current.shape[-2:]))
+        current = lower
+    bands.append(current)
+    return bands
+
+
+def reconstruct_pyramid(bands: list):
+    current = bands[-1]
+    for band in reversed(bands[:-1]):
+        current = band + upsample(current, band.shape[-2:])
+    return current
+
+
+class LaplacianPyramid(nn.Module):
+    """Module form of `laplacian_pyramid` / `reconstruct_pyramid` (no parameters)."""
+
+    def __init__(self, levels: int):
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x):
+        return laplacian_pyramid(x, self.levels)
+
+    def reconstruct(self, bands):
+        return reconstruct_pyramid(bands)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# initialisation, regularization, counting
+
+def init_conv_weights(module: nn.Module, initializer: str):
+    """Keras-named initialisers for every conv weight (biases to zero, as Keras does); gates keep theirs."""
+    if initializer == "torch_default":
+        return
+    fns = {
+        "glorot_normal": nn.init.xavier_normal_,
+        "glorot_uniform": nn.init.xavier_uniform_,
+        "he_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "he_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+        "orthogonal": nn.init.orthogonal_,
+    }
+    if initializer not in fns:
+        raise ValueError(f"unknown kernel_initializer {initializer!r} (known: torch_default, {', '.join(fns)})")
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            fns[initializer](m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in module.modules():  # gates keep their own start (nearly open)
+        if isinstance(m, ScaleFreeGate):
+            m.reset_parameters()
+
+
+KERAS_FACTOR = 0.01  # Keras' default factor for the string regularizers 'l1', 'l2', 'l1_l2'
+
+
+def kernel_penalty(module: nn.Module, kind: str | None):
+    """Keras-style penalty over every conv kernel: l1 = 0.01 sum|w|, l2 = 0.01 sum w^2, l1_l2 = both."""
+    weights = [m.weight for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    total = weights[0].new_zeros(()) if weights else torch.zeros(())
+    if kind in (None, "none"):
+        return total
+    for w in weights:
+        if kind in ("l1", "l1_l2"):
+            total = total + KERAS_FACTOR * w.abs().sum()
+        if kind in ("l2", "l1_l2"):
+            total = total + KERAS_FACTOR * w.pow(2).sum()
+    return total
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_pixel(model: nn.Module, channels: int, size: int = 64) -> float:
+    """FLOPs (2 x multiply-adds of convolutions and matrix products) per input pixel, by
+    torch.utils.flop_counter on a `size` x `size` input of the meta device (nothing is computed; the CPU
+    when the model has an op without a meta kernel)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    copied = copy.deepcopy(model).eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            copied.to("meta")(torch.zeros(1, channels, size, size, device="meta"))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU instead
+        copied = copy.deepcopy(model).eval().cpu()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            copied(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() / (size * size)
