@@ -242,8 +242,11 @@ class Trainer:
         self.compile, self.channels_last = auto("compile"), auto("channels_last")
 
         torch.manual_seed(mix(self.seed, 0))
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed(self.seed, self.rank))
+        self.choice_gen = torch.Generator().manual_seed(choice_seed(self.seed))  # the same on every rank
         self.model_spec = config["model"]
         self.model = build("model", self.model_spec, registries)
+        self.net = Iterated(self.model)  # wrapped by setup() in DDP and torch.compile as configured
         self.noise = build("noise", config.get("noise", DEFAULT_NOISE), registries)
         self.loss_fn = build("loss", config.get("loss", DEFAULT_LOSS), registries)
         self.metrics = [(spec["type"], build("metric", spec, registries)) for spec in cfg["metrics"]]
@@ -300,13 +303,11 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.start, self.best, self.bad_total = 0, None, 0
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed(self.seed, self.rank))
-        self.choice_gen = torch.Generator().manual_seed(choice_seed(self.seed))
         latest = latest_checkpoint(self.output_dir)
         if latest is not None:
             self.resume(latest)
         self.set_lr(self.start)
-        net = Iterated(self.model)
+        net = self.net
         if self.distributed:
             ids = [self.device.index] if self.cuda else None
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
