@@ -35,7 +35,7 @@ def config(args, steps):
         "noise": {"type": "additive_gaussian", "sigma_range": [0, 55]},
         "dataset": {"type": "sample_images", "batch_size": args.batch, "input_shape": [args.crop, args.crop, 3]},
         "loss": {"type": "mse"},
-        "train": {"total_steps": steps, "checkpoint_every": max(1, steps // 2), "validate_every": 10**9,
+        "train": {"total_steps": steps, "checkpoint_every": max(1, steps // 2), "validate_every": 10**9, "validation_crop": 64,
                   "log_every": 10, "visualization_every": max(1, steps // 2), "visualization_number": 2,
                   "tensorboard": True, "progress": False, "optimizer": {"type": "adam", "learning_rate": 1e-3}},
     })
@@ -100,7 +100,10 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternate bare/pipeline this many times")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rates = {"bare": [], "pipeline": []}
     for _ in range(args.rounds):  # alternate, so a busy neighbour hurts both alike
         rates["bare"].append(bare(args, args.steps, args.warmup))

@@ -299,6 +299,9 @@ class Trainer:
             for line in recover(self.output_dir):
                 log.info("checkpoints: %s (left by an interrupted run)", line)
         self.barrier()
+        if self.cuda:  # fixed crop sizes: let cuDNN pick its fastest kernels; TF32 where fp32 remains
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -336,7 +339,7 @@ class Trainer:
 
     def barrier(self):
         if self.distributed:
-            torch.distributed.barrier()
+            torch.distributed.barrier(**({"device_ids": [self.device.index]} if self.cuda else {}))
 
     def set_lr(self, step):
         factor = float(self.schedule(step))
@@ -376,7 +379,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.get("gradient_clipping_by_norm")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip else float("inf"))
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        elif hasattr(torch.nn.utils, "get_total_norm"):  # the norm only, to catch non-finite gradients
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        else:  # torch < 2.6
+            norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
         finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
         flags = torch.stack([loss.detach().float(), (~finite).float(),
                              torch.tensor(float(stop_requested), device=loss.device)])
