@@ -318,7 +318,11 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
     def resume(self, folder):
-        info = load_checkpoint(folder, self.model, self.optimizer)
+        kind = self.cfg.get("optimizer", {"type": "adam"})["type"]
+        saved = json.loads((Path(folder) / "state.json").read_text()).get("optimizer_type", kind)
+        if saved != kind:
+            log.warning("the checkpoint's optimizer is %s, the config's %s: the optimizer starts afresh", saved, kind)
+        info = load_checkpoint(folder, self.model, self.optimizer if saved == kind else None)
         for group in self.optimizer.param_groups:  # state on the training device
             for p in group["params"]:
                 for key, value in self.optimizer.state.get(p, {}).items():
@@ -510,7 +514,8 @@ class Trainer:
             log.warning("step %d: weights are not finite, checkpoint not written", step)
             return
         save_checkpoint(self.output_dir, step, self.model, self.model_spec, self.optimizer,
-                        state={"best": self.best, "bad_steps_total": self.bad_total, "world_size": self.world_size},
+                        state={"best": self.best, "bad_steps_total": self.bad_total, "world_size": self.world_size,
+                               "optimizer_type": self.cfg.get("optimizer", {"type": "adam"})["type"]},
                         keep=self.cfg["checkpoints_to_keep"], tensors=tensors)
 
     @torch.no_grad()

@@ -234,3 +234,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train"]["resumed_from"] == step and summary["train"]["steps"] == step + 2
+
+
+def test_resume_with_another_optimizer_starts_it_afresh(tmp_path, caplog):
+    run_train(tiny(total_steps=2, validate_every=100), tmp_path)
+    config = tiny(total_steps=3, validate_every=100, optimizer={"type": "sgd", "learning_rate": 0.01})
+    with caplog.at_level("WARNING", logger="bfcnn"):
+        summary = run_train(config, tmp_path)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 3
+    assert "starts afresh" in caplog.text
