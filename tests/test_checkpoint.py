@@ -139,7 +139,7 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path):
     path.write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     resumed_at = []
-    for trial in range(4):
+    for trial in range(3):
         before = check_run_folder(run)
         process = subprocess.Popen([PYTHON, "-m", "bfcnn", "run", str(path), "-o", str(run)], env=env(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -167,4 +167,4 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path):
     summary = json.loads((run / "summary.json").read_text())["train"]
     assert summary["resumed_from"] == last and summary["steps"] == last + 2
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
-    assert len(resumed_at) == 3
+    assert len(resumed_at) == 2
