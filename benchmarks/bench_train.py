@@ -85,6 +85,30 @@ def pipeline(args, steps, warmup):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def profile_shares(args, steps):
+    """The pipeline under cProfile: the share of its wall time spent in the model step itself (forward, loss,
+    backward, optimizer). Robust to a busy machine, since both parts are measured in the same run."""
+    import cProfile
+    import pstats
+
+    tmp = tempfile.mkdtemp()
+    try:
+        trainer = Trainer(config(args, steps), Path(tmp) / "run")
+        profiler = cProfile.Profile()
+        profiler.runcall(trainer.run)
+        stats = pstats.Stats(profiler).stats
+
+        def cumulative(test):
+            return sum(row[3] for key, row in stats.items() if test(key))
+        total = cumulative(lambda k: k[2] == "loop" and k[0].endswith("train.py"))
+        model = (cumulative(lambda k: k[2] == "forward_loss" and k[0].endswith("train.py"))
+                 + cumulative(lambda k: k[2].startswith("<method 'run_backward'"))  # the C++ backward
+                 + cumulative(lambda k: k[2] == "step" and "torch/optim/" in k[0].replace("\\", "/")))
+        return {"loop_s": round(total, 2), "model_step_s": round(model, 2), "model_share": round(model / total, 3)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -101,9 +125,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternate bare/pipeline this many times")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--profile", action="store_true", help="only the in-run share of the model step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        print(profile_shares(args, args.steps))
+        return
     rates = {"bare": [], "pipeline": []}
     for _ in range(args.rounds):  # alternate, so a busy neighbour hurts both alike
         rates["bare"].append(bare(args, args.steps, args.warmup))
