@@ -309,6 +309,9 @@ class Trainer:
         latest = latest_checkpoint(self.output_dir)
         if latest is not None:
             self.resume(latest)
+        if self.start > self.steps:
+            log.warning("the run folder is at step %d, past train.total_steps (%d): nothing to train",
+                        self.start, self.steps)
         self.set_lr(self.start)
         net = self.net
         if self.distributed:
@@ -522,7 +525,9 @@ class Trainer:
     def validate(self, writer, step):
         if not self.writes:
             return None
-        images = self.dataset.validation_images()
+        if not hasattr(self, "validation_set"):
+            self.validation_set = self.dataset.validation_images()
+        images = self.validation_set
         if not images:
             return None
         self.model.eval()
@@ -563,7 +568,7 @@ class Trainer:
 
     def open_bar(self):
         from tqdm import tqdm
-        return tqdm(total=self.steps, initial=self.start, unit="step", dynamic_ncols=True,
+        return tqdm(total=self.steps, initial=min(self.start, self.steps), unit="step", dynamic_ncols=True, mininterval=0.5,
                     disable=not (self.writes and self.cfg["progress"]), desc="train")
 
     def log_jsonl(self, record):
