@@ -243,3 +243,14 @@ def test_resume_with_another_optimizer_starts_it_afresh(tmp_path, caplog):
         summary = run_train(config, tmp_path)
     assert summary["resumed_from"] == 2 and summary["steps"] == 3
     assert "starts afresh" in caplog.text
+
+
+def test_training_learns_to_denoise(tmp_path):
+    # a few dozen steps of a tiny model already beat the noisy input's PSNR on the held-out photo
+    config = tiny(total_steps=40, checkpoint_every=40, validation_crop=64, validation_sigmas=[25],
+                  optimizer={"type": "adam", "learning_rate": 0.01})
+    config["model"]["filters"] = 8
+    config["dataset"].update(batch_size=4, input_shape=[24, 24, 1])
+    summary = run_train(config, tmp_path)
+    noisy_psnr = 20 * math.log10(255 / 25)  # unclipped Gaussian noise at sigma 25
+    assert summary["best"]["value"] > noisy_psnr + 1.0
