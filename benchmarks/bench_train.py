@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import bfcnn  # noqa: E402
-from bfcnn.train import Iterated, Trainer  # noqa: E402
+from bfcnn.train import Trainer  # noqa: E402
 
 
 def config(args, steps):

@@ -19,7 +19,7 @@ from bfcnn.errors import BfcnnError, ConfigError, RunError
 from bfcnn.registry import hookimpl, load_registries
 from bfcnn.train import Trainer, train
 
-from _train_common import PYTHON, REPO, env, one_thread, tiny
+from _train_common import PYTHON, env, one_thread, tiny
 
 
 @pytest.fixture(autouse=True)
