@@ -254,3 +254,11 @@ def test_training_learns_to_denoise(tmp_path):
     summary = run_train(config, tmp_path)
     noisy_psnr = 20 * math.log10(255 / 25)  # unclipped Gaussian noise at sigma 25
     assert summary["best"]["value"] > noisy_psnr + 1.0
+
+
+def test_bf16_autocast_and_channels_last_path_trains(tmp_path):
+    # the CUDA defaults, forced on the CPU: the same code path, and the weights load into a plain model
+    summary = run_train(tiny(total_steps=2, precision="bf16", channels_last=True, iterations_choice=[2]), tmp_path)
+    assert math.isfinite(summary["final_loss"]) and summary["best"] is not None
+    model = bfcnn.load_model(tmp_path)
+    assert all(p.is_contiguous() and torch.isfinite(p).all() for p in model.parameters())
