@@ -1,8 +1,11 @@
 """Checkpoints as safetensors, written atomically (a temporary folder, then one rename); nothing is pickled.
 
 A checkpoint folder `checkpoints/step-00001234/` holds model.safetensors (weights; the model spec in the
-file's metadata, so the file alone rebuilds the model), optimizer.safetensors (the optimizer's tensors) and
-state.json (step, optimizer scalars, anything else), written last: a folder without it is never read.
+file's metadata, so the file alone rebuilds the model), optionally optimizer.safetensors (the optimizer's
+tensors) and state.safetensors (random generator states and other tensors), and state.json (step,
+optimizer scalars, the list of files), written last inside the temporary folder. The folder only gets its
+final name once everything in it is on disk, so a killed process leaves either a complete checkpoint or a
+`.tmp-*` folder that is never read (and is swept away by `recover`).
 """
 
 from __future__ import annotations
@@ -19,26 +22,37 @@ from .errors import BfcnnError
 
 MODEL_SPEC_KEY = "bfcnn.model"
 STEP_PREFIX = "step-"
+BEST = "best"
 
 
 def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
+
+
+def fsync_file(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def save_model(path, model, spec: dict):
     """Weights plus the spec that rebuilds the model, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(tmp), metadata={MODEL_SPEC_KEY: json.dumps(spec)})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def optimizer_to_flat(optimizer):
@@ -62,26 +76,48 @@ def optimizer_from_flat(tensors, scalars):
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
-def save_checkpoint(run_dir, step, model, spec, optimizer=None, state=None, keep=3, name=None):
-    """Write checkpoints/step-N (or checkpoints/NAME) atomically; keep the newest `keep` step folders."""
+def remove_tree(path: Path):
+    """Rename first (atomic), then delete: a folder half deleted is never mistaken for a checkpoint."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_checkpoint(run_dir, step, model, spec, optimizer=None, state=None, keep=3, name=None, tensors=None):
+    """Write checkpoints/step-N (or checkpoints/NAME) atomically; keep the newest `keep` step folders.
+
+    `state`: JSON-able extras for state.json; `tensors`: extra tensors (e.g. random generator states) for
+    state.safetensors. Returns the checkpoint's folder.
+    """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / (name or f"{STEP_PREFIX}{step:08d}")
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    files = ["model.safetensors"]
     save_model(tmp / "model.safetensors", model, spec)
     info = {"step": step, **(state or {})}
     if optimizer is not None:
-        tensors, scalars = optimizer_to_flat(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        flat, scalars = optimizer_to_flat(optimizer)
+        save_file(flat, str(tmp / "optimizer.safetensors"))
+        fsync_file(tmp / "optimizer.safetensors")
         info["optimizer"] = scalars
+        files.append("optimizer.safetensors")
+    if tensors:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        fsync_file(tmp / "state.safetensors")
+        files.append("state.safetensors")
+    info["files"] = files
     with open(tmp / "state.json", "w") as f:
         json.dump(info, f)
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(tmp)
-    if final.exists():  # replacing a named checkpoint (e.g. best): move the old one aside first
+    if final.exists():  # replacing (best, or a step saved again): move the old one aside, `recover` undoes a crash here
         old = folder / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
         os.replace(tmp, final)
@@ -89,9 +125,21 @@ def save_checkpoint(run_dir, step, model, spec, optimizer=None, state=None, keep
     else:
         os.replace(tmp, final)
     fsync_dir(folder)
-    for stale in step_checkpoints(run_dir)[:-keep] if keep else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    if keep:
+        for stale in step_checkpoints(run_dir)[:-keep]:
+            remove_tree(stale)
     return final
+
+
+def is_complete(folder: Path) -> bool:
+    state = folder / "state.json"
+    if not state.is_file():
+        return False
+    try:
+        files = json.loads(state.read_text()).get("files", ["model.safetensors"])
+    except (OSError, ValueError):
+        return False
+    return all((folder / name).is_file() for name in files)
 
 
 def step_checkpoints(run_dir) -> list[Path]:
@@ -99,8 +147,7 @@ def step_checkpoints(run_dir) -> list[Path]:
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.name.startswith(STEP_PREFIX) and (p / "state.json").is_file())
+    return sorted(p for p in folder.iterdir() if p.name.startswith(STEP_PREFIX) and is_complete(p))
 
 
 def latest_checkpoint(run_dir):
@@ -108,14 +155,46 @@ def latest_checkpoint(run_dir):
     return found[-1] if found else None
 
 
+def recover(run_dir) -> list[str]:
+    """Clean up after a killed writer: put back a checkpoint moved aside (`.old-*`) whose replacement never
+    arrived, and delete temporary and half-deleted folders. Returns what was done, for the log."""
+    folder = Path(run_dir) / "checkpoints"
+    done = []
+    if not folder.is_dir():
+        return done
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".old-"):
+            name = path.name[len(".old-"):].rsplit("-", 1)[0]
+            if not (folder / name).exists() and is_complete(path):
+                os.replace(path, folder / name)
+                done.append(f"restored {name}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path.name}")
+        elif path.name.startswith((".tmp-", ".trash-")):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}")
+    for path in Path(run_dir).glob(".*.tmp-*"):  # save_model's temporary files at the run folder's top
+        path.unlink(missing_ok=True)
+        done.append(f"removed {path.name}")
+    return done
+
+
 def load_checkpoint(folder, model, optimizer=None) -> dict:
-    """Load weights (and optimizer state) into the given objects; return state.json's content."""
+    """Load weights (and optimizer state) into the given objects; return state.json's content, plus
+    "tensors": the content of state.safetensors ({} when absent)."""
     folder = Path(folder)
     info = json.loads((folder / "state.json").read_text())
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except RuntimeError as error:
+        raise BfcnnError(f"{folder}: these weights do not fit the configured model ({str(error).splitlines()[0]}); "
+                         "use another output folder or the model the run was started with") from None
     if optimizer is not None and (folder / "optimizer.safetensors").is_file():
         optimizer.load_state_dict(optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")),
                                                       info["optimizer"]))
+    extra = folder / "state.safetensors"
+    info["tensors"] = load_file(str(extra)) if extra.is_file() else {}
     return info
 
 
@@ -130,12 +209,15 @@ def read_model_spec(path) -> dict:
 
 
 def find_weights(name_or_path) -> Path:
-    """A weights file from a file, a run folder, a checkpoint folder, or a shipped model's name."""
+    """A weights file from a file, a run folder, a checkpoint folder, or a shipped model's name.
+
+    A run folder gives its final model.safetensors, else its best checkpoint, else its latest step checkpoint.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
     if path.is_dir():
-        for candidate in (path / "model.safetensors", path / "checkpoints" / "best" / "model.safetensors"):
+        for candidate in (path / "model.safetensors", path / "checkpoints" / BEST / "model.safetensors"):
             if candidate.is_file():
                 return candidate
         latest = latest_checkpoint(path)

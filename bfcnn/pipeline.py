@@ -27,11 +27,16 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
 
     config = load_config(config_or_path, overrides)
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    # under torchrun every rank trains, but only rank 0 writes files and runs the other stages
+    writer = int(os.environ.get("RANK", "0")) == 0
+    if writer:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     wanted = [s for s in STAGES if s in config] if stages is None else list(stages)
     summary = {}
     for stage in wanted:
-        summary[stage] = {"train": train, "evaluate": evaluate, "export": export}[stage](config, output_dir)
-    write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        if writer or stage == "train":
+            summary[stage] = {"train": train, "evaluate": evaluate, "export": export}[stage](config, output_dir)
+    if writer:
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -19,7 +19,13 @@ def exponential_decay(decay_rate=0.9, decay_steps=10000, staircase=False):
     return schedule
 
 
-def cosine(total_steps, warmup_steps=0, min_factor=0.0):
+def cosine(total_steps=None, warmup_steps=0, min_factor=0.0):
+    """Cosine annealing from 1 to min_factor over total_steps (the trainer fills in the run's length when
+    it is left out), after an optional linear warm-up."""
+    if total_steps is None:
+        from bfcnn.errors import ConfigError
+        raise ConfigError("schedule.total_steps: the cosine schedule needs it outside a training run")
+
     def schedule(step):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -45,8 +51,9 @@ def register_schedules(register):
                        "decay_steps": STEPS, "staircase": {"type": "boolean"}},
     }, "the seed's exponential decay: rate * decay_rate ** (step / decay_steps)")
     register("cosine", cosine, {
-        "type": "object", "additionalProperties": False, "required": ["total_steps"],
-        "properties": {"total_steps": STEPS, "warmup_steps": {"type": "integer", "minimum": 0},
+        "type": "object", "additionalProperties": False,
+        "properties": {"total_steps": {**STEPS, "description": "default: the run's total steps"},
+                       "warmup_steps": {"type": "integer", "minimum": 0},
                        "min_factor": {"type": "number", "minimum": 0, "maximum": 1}},
     }, "cosine annealing with optional linear warm-up")
     register("step", step, {

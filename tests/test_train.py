@@ -1,0 +1,264 @@
+"""The training engine: outputs, resume equality, seed command, early config errors, NaN stop, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import bfcnn
+from bfcnn.checkpoint import find_weights, latest_checkpoint, read_model_spec
+from bfcnn.errors import BfcnnError, ConfigError, RunError
+from bfcnn.registry import hookimpl, load_registries
+from bfcnn.train import Trainer, train
+
+from _train_common import PYTHON, env, one_thread, tiny
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    with one_thread():
+        yield
+
+
+def run_train(config, out, registries=None):
+    return train(bfcnn.load_config(config, registries=registries), out, registries)
+
+
+def weights(path):
+    return load_file(str(find_weights(path)))
+
+
+def test_run_folder_has_everything(tmp_path):
+    config = tiny(total_steps=4, iterations_choice=[1, 2], visualization_number=2, visualization_every=2,
+                  random_batch_iterations=3, random_batch_size=[16, 16], tensorboard=True)
+    summary = bfcnn.run(config, tmp_path)
+    assert summary["train"]["steps"] == 4 and summary["train"]["bad_steps"] == 0
+    assert math.isfinite(summary["train"]["final_loss"])
+    # the final weights rebuild the model from the file alone
+    assert read_model_spec(tmp_path / "model.safetensors") == config["model"]
+    model = bfcnn.load_model(tmp_path)
+    assert model.bias_free and model(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"] == config["model"]
+    # the last N step checkpoints, and the best one apart from them
+    steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert steps == ["best", "step-00000002", "step-00000004"]
+    best = json.loads((tmp_path / "checkpoints" / "best" / "state.json").read_text())
+    assert best["metric"] == "psnr" and math.isfinite(best["value"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_lines] == [1, 2, 3, 4]
+    assert all(r["lr"] == pytest.approx(0.01) and r["patches_per_s"] > 0 for r in train_lines)
+    validations = [r for r in records if "validation" in r]
+    assert [r["step"] for r in validations] == [2, 4] and "psnr_sigma25" in validations[0]["validation"]
+    # TensorBoard: scalars and images in an event file
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert {"train/loss", "train/lr", "validation/psnr_sigma25"} <= set(events.Tags()["scalars"])
+    assert {"train/noisy_denoised_clean", "train/random_batch"} <= set(events.Tags()["images"])
+
+
+def test_two_n_steps_equal_n_then_resume_n(tmp_path):
+    config = tiny(total_steps=6, checkpoint_every=3, iterations_choice=[1, 2],
+                  schedule={"type": "exponential_decay", "decay_rate": 0.5, "decay_steps": 2})
+    config["train"]["optimizer"]["type"] = "adamw"
+    run_train(config, tmp_path / "once")
+    half = tiny(**{**config["train"], "total_steps": 3})
+    first = run_train(half, tmp_path / "twice")
+    assert first["steps"] == 3 and first["resumed_from"] == 0
+    second = run_train(config, tmp_path / "twice")
+    assert second["resumed_from"] == 3 and second["steps"] == 6
+    once, twice = weights(tmp_path / "once"), weights(tmp_path / "twice")
+    assert once.keys() == twice.keys()
+    for key in once:
+        torch.testing.assert_close(twice[key], once[key], rtol=1e-5, atol=1e-6)
+    # and training did move the weights (the comparison is not between two untouched models)
+    fresh = Trainer(bfcnn.load_config(config), tmp_path / "unused").model.state_dict()
+    assert any(not torch.allclose(fresh[k], once[k]) for k in once)
+    # metrics.jsonl of the resumed run reads like the one of the uninterrupted run
+    steps = [json.loads(line)["step"] for line in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path):
+    run_train(tiny(total_steps=2), tmp_path)
+    before = weights(tmp_path)
+    summary = run_train(tiny(total_steps=2), tmp_path)
+    assert summary["resumed_from"] == 2
+    after = weights(tmp_path)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cosine_schedule_spans_the_run_and_lr_follows_it(tmp_path):
+    config = tiny(total_steps=4, schedule={"type": "cosine"}, validate_every=100)
+    run_train(config, tmp_path)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if "lr" in json.loads(line)]
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_epochs_set_the_number_of_steps(tmp_path):
+    # sample_images: 4 training photos, batch 2 -> 2 steps per epoch
+    summary = run_train(tiny(total_steps=-1, epochs=2, validate_every=100), tmp_path)
+    assert summary["steps"] == 4
+
+
+def test_seed_command_trains(tmp_path):
+    config = tiny(total_steps=2)
+    config.pop("loss")
+    config["loss"] = {"hinge": 2.5, "mae_multiplier": 1.0, "regularization": 0.01}  # the seed's loss keys
+    config["train"]["optimizer"] = {"learning_rate": 0.001, "decay_rate": 0.9, "decay_steps": 10,
+                                    "gradient_clipping_by_norm": 1.0}  # the seed's optimizer keys
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run([PYTHON, "-m", "bfcnn.train", "--model-directory", str(tmp_path / "run"),
+                           "--pipeline-config", str(path)], env=env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["loss"]["type"] == "hinged_mae"
+    assert resolved["train"]["schedule"] == {"type": "exponential_decay", "decay_rate": 0.9, "decay_steps": 10}
+    assert resolved["train"]["gradient_clipping_by_norm"] == 1.0
+
+
+class SpyDataset:
+    """A plugin whose dataset records that it was built: building it is reading data."""
+
+    built = []
+
+    @hookimpl
+    def register_datasets(self, register):
+        def factory(**params):
+            SpyDataset.built.append(params)
+            raise AssertionError("the dataset was built: data would have been read")
+        register("spy", factory, {"type": "object", "additionalProperties": True}, "records its construction")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"total_steps": 3, "optimizer": {"type": "adam", "learning_rate": -1}}}, "train.optimizer.learning_rate"),
+    ({"train": {"optimizer": {"type": "adamm"}}}, "did you mean 'adam'"),
+    ({"train": {"max_bad_steps": 0}}, "train.max_bad_steps"),
+    ({"train": {"precision": "fp8"}}, "train.precision"),
+    ({"train": {"schedule": {"type": "step", "milestones": []}}}, "train.schedule"),
+    ({"train": {"random_batch_size": [16, 16, 3]}}, "random_batch_size"),
+    ({"loss": {"type": "ssim", "win_size": 1}}, "loss.win_size"),
+    ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "nonsense"}, "device"),
+])
+def test_bad_values_fail_before_any_data_is_read(tmp_path, change, message):
+    registries = load_registries(extra_plugins=[SpyDataset()], autoload=False)
+    config = tiny()
+    config["dataset"] = {"type": "spy"}
+    for key, value in change.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) and key == "train" else value
+    SpyDataset.built.clear()
+    with pytest.raises(BfcnnError) as error:
+        run_train(config, tmp_path / "run", registries)
+    assert message in str(error.value)
+    assert SpyDataset.built == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_all_config_problems_reported_at_once():
+    config = tiny(max_bad_steps=0, checkpoint_every=0)
+    with pytest.raises(ConfigError) as error:
+        bfcnn.load_config(config)
+    assert len(error.value.problems) >= 2
+
+
+def test_nan_steps_are_skipped_then_stop_with_good_checkpoint(tmp_path):
+    # a learning rate this large sends the weights to ~1e28 after the first step: every later loss is inf/NaN
+    config = tiny(total_steps=50, checkpoint_every=1, max_bad_steps=3, validate_every=100,
+                  optimizer={"type": "sgd", "learning_rate": 1e30, "momentum": 0.0})
+    config["model"]["batchnorm"] = False
+    with pytest.raises(RunError) as error:
+        run_train(config, tmp_path)
+    assert "3 steps in a row" in str(error.value) and "non-finite" in str(error.value)
+    last = latest_checkpoint(tmp_path)
+    assert last is not None and str(last) in str(error.value)
+    saved = load_file(str(last / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in saved.values())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["stopped"] == "bad steps" and records[-1]["bad_steps_total"] == 3
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_isolated_bad_step_is_skipped_and_training_goes_on(tmp_path, monkeypatch):
+    config = bfcnn.load_config(tiny(total_steps=4, validate_every=100, max_bad_steps=2))
+    trainer = Trainer(config, tmp_path)
+    real = trainer.loss_fn
+    calls = []
+
+    def flaky(prediction, target):  # the second step's loss is NaN
+        calls.append(1)
+        value = real(prediction, target)
+        return value * float("nan") if len(calls) == 2 else value
+    trainer.loss_fn = flaky
+    summary = trainer.run()
+    assert summary["bad_steps"] == 1 and summary["steps"] == 4
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    config = tiny(total_steps=100000, checkpoint_every=50, validate_every=10**6, log_every=10)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    process = subprocess.Popen([PYTHON, "-m", "bfcnn", "run", str(path), "-o", str(run)], env=env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while latest_checkpoint(run) is None and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert latest_checkpoint(run) is not None, "no checkpoint came"
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at step" in err
+    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    assert latest_checkpoint(run).name == f"step-{step:08d}"
+    # the same command resumes from there
+    done = subprocess.run([PYTHON, "-m", "bfcnn", "run", str(path), "-o", str(run), "--set",
+                           f"train.total_steps={step + 2}"], env=env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train"]["resumed_from"] == step and summary["train"]["steps"] == step + 2
+
+
+def test_resume_with_another_optimizer_starts_it_afresh(tmp_path, caplog):
+    run_train(tiny(total_steps=2, validate_every=100), tmp_path)
+    config = tiny(total_steps=3, validate_every=100, optimizer={"type": "sgd", "learning_rate": 0.01})
+    with caplog.at_level("WARNING", logger="bfcnn"):
+        summary = run_train(config, tmp_path)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 3
+    assert "starts afresh" in caplog.text
+
+
+def test_training_learns_to_denoise(tmp_path):
+    # a few dozen steps of a tiny model already beat the noisy input's PSNR on the held-out photo
+    config = tiny(total_steps=40, checkpoint_every=40, validation_crop=64, validation_sigmas=[25],
+                  optimizer={"type": "adam", "learning_rate": 0.01})
+    config["model"]["filters"] = 8
+    config["dataset"].update(batch_size=4, input_shape=[24, 24, 1])
+    summary = run_train(config, tmp_path)
+    noisy_psnr = 20 * math.log10(255 / 25)  # unclipped Gaussian noise at sigma 25
+    assert summary["best"]["value"] > noisy_psnr + 1.0
+
+
+def test_bf16_autocast_and_channels_last_path_trains(tmp_path):
+    # the CUDA defaults, forced on the CPU: the same code path, and the weights load into a plain model
+    summary = run_train(tiny(total_steps=2, precision="bf16", channels_last=True, iterations_choice=[2]), tmp_path)
+    assert math.isfinite(summary["final_loss"]) and summary["best"] is not None
+    model = bfcnn.load_model(tmp_path)
+    assert all(p.is_contiguous() and torch.isfinite(p).all() for p in model.parameters())

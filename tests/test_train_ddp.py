@@ -1,0 +1,85 @@
+"""Two CPU processes under torchrun (gloo): the ranks end in sync, and the result equals a single-process
+run of plain steps on the same global batch (both ranks' batches and noise, concatenated)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import bfcnn
+from bfcnn.train import Trainer, noise_seed, step_batches
+
+from _train_common import PYTHON, env, one_thread, tiny
+
+
+def ddp_config():
+    # no batch norm: with it each rank normalizes by its own half batch, which a single process cannot mimic
+    config = tiny(total_steps=4, checkpoint_every=2, validate_every=100, iterations_choice=[1, 2],
+                  optimizer={"type": "adam", "learning_rate": 0.01})
+    config["model"]["batchnorm"] = False
+    return config
+
+
+def reference_weights(config, tmp_path, world_size=2):
+    """A plain loop: each step, every rank's batch and noise (made as the trainer makes them), concatenated."""
+    config = bfcnn.load_config(config)
+    views = [Trainer(config, tmp_path / "unused", rank=r, world_size=world_size, distributed=False)
+             for r in range(world_size)]
+    ref = views[0]
+    streams = [step_batches(v.dataset, v.seed, 0, v.every, r, world_size) for r, v in enumerate(views)]
+    generators = [torch.Generator().manual_seed(noise_seed(ref.seed, r)) for r in range(world_size)]
+    for step in range(ref.steps):
+        ref.set_lr(step)
+        cleans = [next(s) for s in streams]
+        noisy = torch.cat([ref.noise(c, g) for c, g in zip(cleans, generators)])
+        clean = torch.cat(cleans)
+        k = ref.pick_iterations()
+        out = noisy
+        for _ in range(k):
+            out = ref.model(out)
+        loss = ref.loss_fn(out, clean)
+        ref.optimizer.zero_grad()
+        loss.backward()
+        ref.optimizer.step()
+    return ref.model.state_dict()
+
+
+def test_two_processes_with_gloo_match_one_process(tmp_path):
+    config = ddp_config()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    done = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "bfcnn", "run", str(path), "-o", str(run)],
+                          env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())["train"]
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert summary["replica_spread"] == 0.0  # the ranks hold identical weights
+    # only rank 0 wrote: one set of files, no second temporary anything
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "step-00000002", "step-00000004"]
+    state = load_file(str(run / "checkpoints" / "step-00000004" / "state.safetensors"))
+    assert {"rng.noise.0", "rng.noise.1"} <= set(state)
+    with one_thread():
+        expected = reference_weights(config, tmp_path)
+    trained = load_file(str(run / "model.safetensors"))
+    assert trained.keys() == expected.keys()
+    moved = False
+    initial = Trainer(bfcnn.load_config(config), tmp_path / "unused2").model.state_dict()
+    for key in trained:
+        torch.testing.assert_close(trained[key], expected[key], rtol=1e-4, atol=1e-5)
+        moved |= not torch.allclose(initial[key], trained[key])
+    assert moved
+
+
+@pytest.mark.parametrize("world_size", [2])
+def test_ranks_see_different_data(tmp_path, world_size):
+    config = bfcnn.load_config(ddp_config())
+    views = [Trainer(config, tmp_path, rank=r, world_size=world_size, distributed=False) for r in range(world_size)]
+    first = [next(step_batches(v.dataset, v.seed, 0, v.every, r, world_size)) for r, v in enumerate(views)]
+    assert not torch.equal(first[0], first[1])
