@@ -51,13 +51,14 @@ def register_schedules(register):
                        "decay_steps": STEPS, "staircase": {"type": "boolean"}},
     }, "the seed's exponential decay: rate * decay_rate ** (step / decay_steps)")
     register("cosine", cosine, {
-        "type": "object", "additionalProperties": False,
+        "type": "object", "additionalProperties": False, "examples": [{"total_steps": 1000, "warmup_steps": 10}],
         "properties": {"total_steps": {**STEPS, "description": "default: the run's total steps"},
                        "warmup_steps": {"type": "integer", "minimum": 0},
                        "min_factor": {"type": "number", "minimum": 0, "maximum": 1}},
     }, "cosine annealing with optional linear warm-up")
     register("step", step, {
         "type": "object", "additionalProperties": False, "required": ["milestones"],
+        "examples": [{"milestones": [100, 1000], "gamma": 0.5}],
         "properties": {"milestones": {"type": "array", "items": STEPS, "minItems": 1},
                        "gamma": {"type": "number", "exclusiveMinimum": 0}},
     }, "multiply by gamma at each milestone step")
