@@ -73,7 +73,7 @@ def main(argv=None):
         reports = export({**config, "export": specs}, args.checkpoint_directory,
                          model=load_model(args.checkpoint_directory), export_dir=args.output_directory)
         for name, report in reports.items():
-            for variant, path in report["files"].items():
+            for variant, path in report.get("variants", {}).items():
                 print(f"{name} {variant}: {path} (max abs difference to torch "
                       f"{report['check'][variant]['max_abs_difference']:.2g})")
     return guarded(go)

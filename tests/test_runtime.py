@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
                 exporter = bfcnn.build("exporter", {**spec, "io": io, "filename": f"model_{io}.{backend}"})
             except MissingDependencyError:
                 continue
-            files[backend, io] = Path(exporter(model, folder, torch.rand(1, 3, 32, 32))["files"]["float32"])
+            files[backend, io] = Path(exporter(model, folder, torch.rand(1, 3, 32, 32))["variants"]["float32"])
     return model, files
 
 

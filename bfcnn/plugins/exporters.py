@@ -1,4 +1,5 @@
-"""Built-in exporters: `exporter(model, output_dir, example) -> dict`, a report that names the files written.
+"""Built-in exporters: `exporter(model, output_dir, example) -> dict`, a report that names the files written
+(`files`, a list; `variants` maps float32 / float16 / int8 to its file).
 
 Every export checks itself: the exported file, run through bfcnn.runtime (the torch-free runtime users run),
 against the torch model on random inputs and on real images at several sizes. A float32 export must agree to
@@ -8,8 +9,10 @@ also written next to the files as `<file>.report.json`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+from io import StringIO
 import json
 import logging
 import math
@@ -215,7 +218,8 @@ class Exporter:
         report = {"format": self.backend, "io": self.io,
                   "layout": "N x H x W x C uint8" if self.io == "uint8" else "N x C x H x W float32"}
         files = self.convert(module, sample, path, report)
-        report["files"] = {variant: str(p) for variant, p in files.items()}
+        report["files"] = [str(p) for p in files.values()]
+        report["variants"] = {variant: str(p) for variant, p in files.items()}
         report["file_bytes"] = {variant: p.stat().st_size for variant, p in files.items()}
         from bfcnn.runtime import load
 
@@ -289,13 +293,17 @@ class TfliteExporter(Exporter):
         edge = None
         if self.dynamic_signature:  # dynamic H and W in the file's signature: litert-torch 0.10 lowers
             try:                    # convolutions that way but not yet elementwise ops (e.g. a residual x - f(x))
-                edge = litert_torch.convert(module, (sample[:1],), dynamic_shapes=(dims,))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    edge = litert_torch.convert(module, (sample[:1],), dynamic_shapes=(dims,))
                 report["shape_signature"] = "dynamic height and width"
             except Exception as error:
                 log.debug("tflite: dynamic-shape conversion failed (%s); converting at a fixed size", error)
         if edge is None:
             try:
-                edge = litert_torch.convert(module, (sample[:1],))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    edge = litert_torch.convert(module, (sample[:1],))
             except Exception as error2:
                 raise RunError(f"tflite conversion failed: {type(error2).__name__}: "
                                f"{str(error2).splitlines()[0] if str(error2) else ''}") from error2
@@ -362,7 +370,8 @@ def quantize(model_bytes: bytes, variant: str) -> bytes:
                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
     else:
         raise BfcnnError(f"unknown tflite variant {variant!r}")
-    return bytes(q.quantize().quantized_model)
+    with contextlib.redirect_stdout(StringIO()):  # the quantizer prints a summary of its own
+        return bytes(q.quantize().quantized_model)
 
 
 CHECK_PROPERTIES = {
@@ -387,6 +396,7 @@ def register_exporters(register):
         "type": "object", "additionalProperties": False,
         "properties": {"filename": {"type": "string", "default": "model.onnx"},
                        "opset": {"type": "integer", "minimum": 18, "default": 18}, **CHECK_PROPERTIES},
+        "examples": [{"io": "uint8", "filename": "model_uint8.onnx"}],
     }, "ONNX via torch.onnx, dynamic N/H/W, checked with onnxruntime"
        + (f" (unavailable, needs {', '.join(onnx_missing)}: pip install 'bfcnn[onnx]')" if onnx_missing else ""))
     tflite_gone = tflite_missing()
@@ -407,5 +417,6 @@ def register_exporters(register):
                                   "description": "try a dynamic H/W signature first (the file is resizable either way)"},
             **CHECK_PROPERTIES,
         },
+        "examples": [{"variants": ["float32", "float16", "int8"], "quality_max_images": 4}],
     }, "TFLite via litert-torch (+ fp16/int8 variants), checked with the LiteRT interpreter"
        + (f" (unavailable, needs {', '.join(tflite_gone)}: pip install 'bfcnn[tflite]')" if tflite_gone else ""))
