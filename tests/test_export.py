@@ -209,3 +209,16 @@ def test_bad_exporter_spec_is_a_config_error():
         bfcnn.build("exporter", {"type": "onnx", "io": "int16"})
     with pytest.raises(BfcnnError):
         bfcnn.build("exporter", {"type": "tflite", "variants": ["int4"]})
+
+
+def test_a_broken_variant_is_a_run_error(tmp_path, monkeypatch):
+    if not available("tflite"):
+        pytest.skip("tflite extra not installed")
+    from bfcnn import runtime
+
+    original = runtime.ExportedModel.raw
+    monkeypatch.setattr(runtime.ExportedModel, "raw",
+                        lambda self, x: original(self, x) * (0 if "_int8" in self.path.name else 1))
+    spec = {"type": "tflite", "variants": ["int8"], "dynamic_signature": False, "quality_images": None, **FAST}
+    with pytest.raises(RunError, match="int8 variant is broken"):
+        bfcnn.build("exporter", spec)(tiny_model(), tmp_path, example())
