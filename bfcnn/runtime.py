@@ -37,8 +37,8 @@ except ImportError:  # loaded as a plain module, without the bfcnn package: tili
 
 BACKENDS = ("onnx", "tflite")
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
-__all__ = ["BACKENDS", "ExportedModel", "available_backends", "backend_of", "denoise_array", "denoise_file_array",
-           "load", "tflite_interpreter_class"]
+__all__ = ["BACKENDS", "ExportedModel", "available_backends", "backend_of", "cached_load", "denoise_array",
+           "denoise_file_array", "load", "tflite_interpreter_class"]
 
 
 def tflite_interpreter_class():
@@ -186,15 +186,35 @@ def load(model_file, backend=None, threads=None) -> ExportedModel:
     return ExportedModel(model_file, backend_of(model_file, backend), threads)
 
 
+_CACHE: dict = {}
+_CACHE_SIZE = 4
+
+
+def cached_load(model_file, backend=None, threads=None) -> ExportedModel:
+    """`load`, reusing the session/interpreter of the last few files (a folder of images opens the file once)."""
+    path = Path(model_file)
+    try:
+        stamp = path.resolve().stat().st_mtime_ns
+    except OSError:
+        return load(path, backend, threads)  # load says what is wrong
+    key = (str(path.resolve()), backend_of(path, backend), threads, stamp)
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = load(path, backend, threads)
+    return _CACHE[key]
+
+
 def denoise_array(image: np.ndarray, model, backend=None, tile=512, margin=32, blend=16, threads=None,
                   out=None) -> np.ndarray:
     """Denoise an H x W x C float32 image in [0, 1] with an exported model (a path or a loaded ExportedModel).
 
     Images larger than `tile` are processed tile by tile with `margin` pixels of context (bfcnn.tiling), so
     memory stays bounded; `tile=None` runs the whole image at once. The result is float32 H x W x C, not clipped.
+    A path is opened once and kept for the next calls (the last few files).
     """
     if not isinstance(model, ExportedModel):
-        model = load(model, backend, threads)
+        model = cached_load(model, backend, threads)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[..., None]

@@ -134,3 +134,16 @@ def test_bad_inputs_are_bfcnn_errors(exported, tmp_path):
         runtime.denoise_array(np.zeros((20, 20, 1), np.float32), path)
     with pytest.raises(BfcnnError, match="channel"):
         runtime.load(path)(np.zeros((1, 1, 20, 20), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_denoise_opens_a_file_once_for_many_images(backend, exported, monkeypatch):
+    _, path = need(exported, backend)
+    runtime._CACHE.clear()
+    opened = []
+    original = runtime.load
+    monkeypatch.setattr(runtime, "load", lambda *a, **k: opened.append(a) or original(*a, **k))
+    image = np.random.default_rng(5).random((20, 24, 3), dtype=np.float32)
+    first = runtime.denoise_file_array(image, str(path), backend, tile=512)  # the call `bfcnn denoise` makes
+    second = runtime.denoise_file_array(image, str(path), backend, tile=512)
+    assert len(opened) == 1 and np.array_equal(first, second)
