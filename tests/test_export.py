@@ -222,3 +222,13 @@ def test_a_broken_variant_is_a_run_error(tmp_path, monkeypatch):
     spec = {"type": "tflite", "variants": ["int8"], "dynamic_signature": False, "quality_images": None, **FAST}
     with pytest.raises(RunError, match="int8 variant is broken"):
         bfcnn.build("exporter", spec)(tiny_model(), tmp_path, example())
+
+
+def test_nan_from_the_exported_file_fails_the_check(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from bfcnn import runtime
+
+    original = runtime.ExportedModel.raw
+    monkeypatch.setattr(runtime.ExportedModel, "raw", lambda self, x: original(self, x) * np.float32("nan"))
+    with pytest.raises(RunError, match="check failed"):
+        bfcnn.build("exporter", {"type": "onnx", **FAST})(tiny_model(), tmp_path, example())

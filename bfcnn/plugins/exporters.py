@@ -175,7 +175,8 @@ class Exporter:
             return Uint8Image(model).eval(), torch.from_numpy(to_io(sample.numpy(), "uint8")), channels
         return model, sample, channels
 
-    def convert(self, module, sample, path: Path) -> dict:
+    def convert(self, module, sample, path: Path, report: dict) -> dict:
+        """Write the file(s); return {variant: path}, float32 first. May add notes to `report`."""
         raise NotImplementedError
 
     def reference(self, module, x_io: np.ndarray) -> np.ndarray:
@@ -201,6 +202,8 @@ class Exporter:
                 raise RunError(f"{self.backend} export check: output shape {got.shape} != torch's {expected.shape} "
                                f"on {label}")
             diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+            if not math.isfinite(diff):  # NaN or inf in either output: never a pass
+                diff = math.inf
             worst = max(worst, diff)
             rows.append({"input": label, "max_abs_difference": diff})
         if all("skipped" in row for row in rows):
@@ -217,7 +220,7 @@ class Exporter:
             result = self.compare(runner, module, inputs)
             report["check"][variant] = result
             if variant == "float32" and not result["max_abs_difference"] <= self.tolerance:
-                bad = max(result["inputs"], key=lambda r: r["max_abs_difference"])
+                bad = max(result["inputs"], key=lambda r: r.get("max_abs_difference", -1.0))
                 raise RunError(f"{self.backend} export check failed: {runner.path.name} differs from torch by "
                                f"{result['max_abs_difference']:.3g} > {self.tolerance:g} (worst on {bad['input']})")
 
