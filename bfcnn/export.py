@@ -1,5 +1,10 @@
 """The export stage (`export:` in a config) and the seed's
-`python -m bfcnn.export --checkpoint-directory DIR --pipeline-config FILE --output-directory OUT [--to-tflite]`."""
+`python -m bfcnn.export --checkpoint-directory DIR --pipeline-config FILE --output-directory OUT [--to-tflite]`.
+
+`export:` is a list of exporter specs (`{type: tflite, variants: [float32, int8]}`, `{type: onnx}`, ...). Every
+exporter checks its files against torch and writes `<file>.report.json`; this stage also writes
+export_report.json, all reports together, into the export folder.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +24,25 @@ def model_channels(model) -> int:
 
 
 def export(config: dict, output_dir, model=None, export_dir=None) -> dict:
+    """Run every exporter of config["export"] on the model (default: the run folder's); return their reports."""
     from .checkpoint import load_model
 
-    model = model or load_model(output_dir)
+    specs = config.get("export", [])
+    if isinstance(specs, dict):
+        specs = [specs]
+    exporters = [build("exporter", spec) for spec in specs]  # bad specs and missing extras fail before any work
+    model = model if model is not None else load_model(output_dir)
     export_dir = Path(export_dir or Path(output_dir) / "export")
+    export_dir.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, model_channels(model), 64, 64)
     reports = {}
-    for spec in config.get("export", []):
-        reports[spec["type"]] = build("exporter", spec)(model, export_dir, example)
-    export_dir.mkdir(parents=True, exist_ok=True)
-    (export_dir / "export_report.json").write_text(json.dumps(reports, indent=2))
+    for spec, exporter in zip(specs, exporters):
+        name = spec["type"] if isinstance(spec, dict) else str(spec)
+        key, n = name, 2
+        while key in reports:  # two exporters of one type (e.g. float32 and uint8 io) keep both reports
+            key, n = f"{name}-{n}", n + 1
+        reports[key] = exporter(model, export_dir, example)
+        (export_dir / "export_report.json").write_text(json.dumps(reports, indent=2, default=str))
     return reports
 
 
@@ -38,7 +52,7 @@ def main(argv=None):
     from .cli import guarded
 
     parser = argparse.ArgumentParser(prog="python -m bfcnn.export", description="Export a trained model (the seed's command).")
-    parser.add_argument("--checkpoint-directory", required=True, help="the training run folder")
+    parser.add_argument("--checkpoint-directory", required=True, help="the training run folder (or a weights file)")
     parser.add_argument("--pipeline-config", required=True, help="the pipeline config (JSON or YAML)")
     parser.add_argument("--output-directory", required=True)
     parser.add_argument("--to-tflite", action="store_true", help="also export TFLite")
@@ -56,8 +70,12 @@ def main(argv=None):
                 specs.append({"type": name})
         if not specs:
             specs = [{"type": "onnx"}]
-        export({**config, "export": specs}, args.checkpoint_directory,
-               model=load_model(args.checkpoint_directory), export_dir=args.output_directory)
+        reports = export({**config, "export": specs}, args.checkpoint_directory,
+                         model=load_model(args.checkpoint_directory), export_dir=args.output_directory)
+        for name, report in reports.items():
+            for variant, path in report.get("variants", {}).items():
+                print(f"{name} {variant}: {path} (max abs difference to torch "
+                      f"{report['check'][variant]['max_abs_difference']:.2g})")
     return guarded(go)
 
 
