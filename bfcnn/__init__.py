@@ -32,8 +32,9 @@ def run(config_or_path, output_dir, overrides=()):
     return run_pipeline(config_or_path, output_dir, overrides)
 
 
-def load_model(name_or_path, device="cpu"):
-    """A trained denoiser from a run folder, a checkpoint file or a shipped model's name.
+def load_model(name_or_path=None, device="cpu"):
+    """A trained denoiser from a run folder, a checkpoint file or a shipped model's name (default: the shipped
+    default model).
 
     Returns a bfcnn.denoise.Denoiser: `.denoise(array)` (H x W x C uint8/uint16/float -> same dtype, tiled),
     `.module` the torch model; calls and other attributes go to the module.

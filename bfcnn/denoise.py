@@ -22,7 +22,9 @@ from .tiling import tiled_apply
 
 log = logging.getLogger("bfcnn")
 
-DEFAULT_MODEL = "bf_dncnn_color"  # the shipped model `bfcnn denoise` uses without --model
+# the shipped model `bfcnn denoise` uses without --model: a small CPU-trained interim model until the GPU-trained
+# bf_dncnn_color (configs/bf_dncnn_color.yaml) is shipped
+DEFAULT_MODEL = "bf_dncnn_small_cpu"
 DEFAULT_TILE = {"cpu": 512, "cuda": 1024}
 DEFAULT_BLEND = 16
 FALLBACK_MARGIN = 64  # context for models whose receptive field cannot be computed

@@ -1,0 +1,48 @@
+"""The shipped models: each loads from its name alone, is what its card says, and really denoises."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import bfcnn
+from bfcnn.denoise import DEFAULT_MODEL
+
+PRETRAINED = Path(bfcnn.__file__).parent / "pretrained"
+SHIPPED = sorted(p.stem for p in PRETRAINED.glob("*.safetensors"))
+
+
+def test_the_default_model_is_shipped():
+    assert DEFAULT_MODEL in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_has_config_card_and_is_bias_free(name):
+    assert (PRETRAINED / f"{name}.md").is_file(), "every shipped model has a model card"
+    config = yaml.safe_load((PRETRAINED / f"{name}.yaml").read_text())
+    model = bfcnn.load_model(name)
+    assert model.module.bias_free is True
+    spec = {k: v for k, v in config["model"].items()}
+    from bfcnn.checkpoint import find_weights, read_model_spec
+
+    assert read_model_spec(find_weights(name)) == spec, "the weights were trained with the shipped config"
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(model.module(5 * x), 5 * model.module(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_denoises_a_photo_it_never_saw(name):
+    from skimage import data
+
+    clean = data.astronaut()[100:228, 180:308].astype(np.float32) / 255  # the face: not a training image
+    rng = np.random.default_rng(0)
+    noisy = (clean + rng.normal(0, 25 / 255, clean.shape)).astype(np.float32)
+    denoised = bfcnn.load_model(name).denoise(noisy)
+
+    def psnr(a):
+        return 10 * np.log10(1 / np.mean((np.clip(a, 0, 1) - clean) ** 2))
+
+    assert psnr(denoised) > psnr(noisy) + 5
