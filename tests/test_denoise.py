@@ -15,15 +15,6 @@ from bfcnn.denoise import Denoiser, read_any, receptive_radius, write_any
 SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is faster, above all on a loaded 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(spec=SPEC, seed=0):
     torch.manual_seed(seed)
     model = bfcnn.build("model", spec)

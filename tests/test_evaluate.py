@@ -18,15 +18,6 @@ SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
 DATA = Path(__file__).resolve().parents[1].joinpath("../shared/data/test")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is faster, above all on a loaded 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(spec=SPEC, identity=False, seed=0):
     torch.manual_seed(seed)
     model = bfcnn.build("model", spec)
