@@ -24,6 +24,7 @@ from pathlib import Path
 
 MODELS = {
     "tiny": {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8},
+    "small_cpu": {"type": "dncnn", "channels": 3, "depth": 10, "filters": 32},  # bf_dncnn_small_cpu's size
     "dncnn20": {"type": "dncnn", "channels": 3, "depth": 20, "filters": 64},
 }
 
