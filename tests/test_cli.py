@@ -1,6 +1,7 @@
 """The `bfcnn` command: exit codes 0 / 2 (bad input, no traceback) / 1 (failure in a run), and each command."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -71,6 +72,17 @@ def test_failure_inside_a_run_exits_1(tmp_path, tiny_config, monkeypatch, capsys
     monkeypatch.setattr("bfcnn.pipeline.run", failing_run)
     assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(tmp_path / "run")]) == 1
     assert "the export check failed" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """`bfcnn schema | head -1`: the reader closes the pipe early; bfcnn stops quietly."""
+    process = subprocess.Popen([sys.executable, "-m", "bfcnn", "schema"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    process.stdout.readline()
+    process.stdout.close()  # before bfcnn has written its whole output (it is bigger than a pipe's buffer)
+    error = process.stderr.read().decode()
+    assert process.wait() == 141, error
+    assert "Traceback" not in error and "Error" not in error, error
 
 
 def test_schema_prints_the_json_schema(capsys):
