@@ -629,6 +629,8 @@ def command(args):
     path = Path(args.image)
     if not path.is_file():
         raise BfcnnError(f"image not found: {path}")
+    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise BfcnnError(f"-o {args.output_dir}: is a file, not a folder")
     pixels = [parse_pixel(p) for p in args.pixels] if args.pixels else None
     crop = parse_crop(args.crop) if args.crop else None
     if args.probes < 2:

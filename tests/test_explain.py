@@ -325,3 +325,14 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, argv):
     assert code == 2
     error = capsys.readouterr().err
     assert "bfcnn: error:" in error and "Traceback" not in error
+
+
+def test_cli_output_that_is_a_file_exits_2_before_any_work(tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    save_model(weights, small_dncnn(), {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8})
+    picture = tmp_path / "picture.png"
+    write_image(picture, np.full((10, 12, 3), 0.5, np.float32))
+    code = main(["explain", "--model", str(weights), str(picture), "-o", str(picture)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "is a file, not a folder" in error and "Traceback" not in error
