@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import build, ref
-from .errors import BfcnnError
+from .errors import BfcnnError, output_folder
 from .images import find_images, read_image
 
 log = logging.getLogger("bfcnn")
@@ -178,7 +178,7 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
     """models: [(name, nn.Module, source)]; cfg: an `evaluate` section; results into output_dir.
     `dataset`: the config's dataset spec, for `validation_images`."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(output_dir)
     device = torch.device(device)
     channels = {name: model_channels(model) for name, model, _ in models}
     if len(set(channels.values())) > 1:

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .config import load_config
+from .errors import output_folder
 
 STAGES = ("train", "evaluate", "export")
 
@@ -30,7 +31,7 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
     # under torchrun every rank trains, but only rank 0 writes files and runs the other stages
     writer = int(os.environ.get("RANK", "0")) == 0
     if writer:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(output_dir)
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     wanted = [s for s in STAGES if s in config] if stages is None else list(stages)
     summary = {}

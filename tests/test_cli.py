@@ -57,6 +57,24 @@ def test_bad_input_exits_2(args, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "train", "evaluate", "export"])
+@pytest.mark.parametrize("where", ["FILE", "FILE/sub"])
+def test_an_output_folder_that_is_a_file_exits_2(tmp_path, tiny_config, capsys, command, where):
+    from bfcnn import export, train
+
+    config = write(tmp_path, tiny_config)
+    (tmp_path / "notes.txt").write_text("a file where the output folder should go")
+    out = where.replace("FILE", str(tmp_path / "notes.txt"))
+    code = {"run": lambda: cli.main(["run", str(config), "-o", out]),
+            "train": lambda: train.main(["--model-directory", out, "--pipeline-config", str(config)]),
+            "evaluate": lambda: cli.main(["evaluate", "bf_dncnn_small_cpu", "-o", out]),
+            "export": lambda: export.main(["--checkpoint-directory", "bf_dncnn_small_cpu", "--pipeline-config",
+                                           str(config), "--output-directory", out])}[command]()
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert "cannot create the output folder" in error and "Traceback" not in error
+
+
 def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
     path = write(tmp_path, tiny_config)
     assert cli.main(["validate", str(path)]) == 0
