@@ -400,6 +400,21 @@ def model_name(source) -> str:
     return path.stem if path.suffix else str(source)
 
 
+def check_inputs(config: dict):
+    """Before training: the evaluate section's test folders and comparison models exist (not hours later)."""
+    from .checkpoint import find_weights
+
+    cfg = config.get("evaluate", {}) or {}
+    missing = [d for d in cfg.get("directories", []) if not Path(d).is_dir()]
+    if missing:
+        raise BfcnnError(f"evaluate: test folder(s) not found: {', '.join(missing)}")
+    for extra in cfg.get("models", []):
+        try:
+            find_weights(extra["path"])
+        except BfcnnError as error:
+            raise BfcnnError(f"evaluate.models: {error}") from None
+
+
 def evaluate(config: dict, output_dir, model=None) -> dict:
     """The `evaluate` stage: the run's model (and `models` to compare) into output_dir/evaluation/."""
     from .checkpoint import load_model

@@ -75,6 +75,28 @@ def test_an_output_folder_that_is_a_file_exits_2(tmp_path, tiny_config, capsys, 
     assert "cannot create the output folder" in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("evaluate", [{"directories": ["no/such/test_set"]},
+                                      {"sample_photos": ["astronaut"], "models": [{"path": "runs/not_trained_yet"}]}])
+def test_a_missing_test_folder_or_model_is_reported_before_training(tmp_path, tiny_config, capsys, evaluate):
+    tiny_config["evaluate"] = evaluate
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "not found" in error or "no model at" in error, error
+    assert not out.exists(), "it stops before training"
+
+
+def test_a_missing_export_extra_is_reported_before_training(tmp_path, tiny_config, capsys, monkeypatch):
+    from bfcnn.plugins import exporters
+
+    monkeypatch.setattr(exporters, "tflite_missing", lambda: ["litert_torch"])
+    tiny_config["export"] = [{"type": "tflite"}]
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(out)]) == 2
+    assert "bfcnn[tflite]" in capsys.readouterr().err
+    assert not out.exists(), "it stops before training"
+
+
 def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
     path = write(tmp_path, tiny_config)
     assert cli.main(["validate", str(path)]) == 0
