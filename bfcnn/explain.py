@@ -65,7 +65,10 @@ MIN_WEIGHT_SUM = 0.05  # spread is undefined where a filter's weights sum to les
 # inputs
 
 def resolve_model(model, device="cpu"):
-    """An nn.Module as it is (moved to `device`), or a run folder / .safetensors file / shipped name, loaded."""
+    """An nn.Module as it is (moved to `device`), a Denoiser's module (what bfcnn.load_model returns), or a run
+    folder / .safetensors file / shipped name, loaded."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
     if isinstance(model, nn.Module):
         return model.to(device)
     from .checkpoint import load_model

@@ -292,6 +292,17 @@ def test_explain_api_takes_a_module_and_an_array(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["files"] == ["report.json", "filters.npz"]
 
 
+def test_explain_api_takes_what_load_model_returns(tmp_path):
+    """bfcnn.load_model gives a Denoiser: explain and its parts take it as they take its module."""
+    weights = tmp_path / "model.safetensors"
+    save_model(weights, small_dncnn(), {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8})
+    denoiser = bfcnn.load_model(weights)
+    y = image(3, 12, 12)
+    report = ex.explain(denoiser, y, sigma=25, pixels=[(6, 6)], sigmas=[25], probes=2, exact=False)
+    assert report["net_bias"] < 1e-5
+    assert torch.equal(ex.jacobian(denoiser, y), ex.jacobian(denoiser.module, y))
+
+
 @pytest.mark.parametrize("name", bfcnn.names("model"))
 def test_every_registered_model_can_be_explained(name):
     model = bfcnn.build("model", {"type": name}).eval()
