@@ -74,9 +74,14 @@ def config_schema(registries=None) -> dict:
 
 def read_file(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise BfcnnError(f"{path} is a folder: give the config file (YAML or JSON)")
     if not path.is_file():
         raise BfcnnError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a config (YAML or JSON text): it is not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:

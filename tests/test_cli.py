@@ -49,6 +49,8 @@ def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, tiny_c
     ["run", "no/such/config.yaml"],
     ["validate", "no/such/config.yaml"],
     ["list", "modles"],
+    ["validate", str(REPO / "bfcnn/pretrained/bf_dncnn_small_cpu.safetensors")],  # not a text file
+    ["validate", str(REPO / "configs")],  # a folder
     ["no-such-command"],
     ["run"],
 ])
