@@ -99,6 +99,16 @@ def test_a_missing_export_extra_is_reported_before_training(tmp_path, tiny_confi
     assert not out.exists(), "it stops before training"
 
 
+def test_a_run_folder_of_another_model_is_refused_and_keeps_its_config(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(out), "--set", "train.total_steps=2"]) == 0
+    before = (out / "config.yaml").read_text()
+    tiny_config["model"]["filters"] = tiny_config["model"].get("filters", 4) + 3
+    assert cli.main(["run", str(write(tmp_path, tiny_config, "other.yaml")), "-o", str(out)]) == 2
+    assert "do not fit the configured model" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == before, "the run folder still describes its own weights"
+
+
 def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
     path = write(tmp_path, tiny_config)
     assert cli.main(["validate", str(path)]) == 0
