@@ -217,11 +217,20 @@ def apply_overrides(config: dict, overrides) -> dict:
             raise BfcnnError(f"--set {key}: cannot read value {raw!r}: {error}")
         node = config
         parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            if isinstance(node, list):  # noise.choices.0.sigma: a number indexes a list
+                if not part.isdigit() or int(part) >= len(node):
+                    raise BfcnnError(f"--set {key}: {where} is a list of {len(node)}: {part!r} is not an index in it")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise BfcnnError(f"--set {key}: {where} is {node!r}, not a section with keys")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}  # a section that is not there yet (or empty) is created
+                node = node[part]
     return config
 
 
