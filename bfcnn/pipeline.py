@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from .config import build, load_config
-from .errors import output_folder
+from .errors import BfcnnError, output_folder
 
 STAGES = ("train", "evaluate", "export")
 
@@ -28,6 +28,8 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
 
     config = load_config(config_or_path, overrides)
     wanted = [s for s in STAGES if s in config] if stages is None else list(stages)
+    if not wanted:
+        raise BfcnnError(f"nothing to run: the config has none of the sections {', '.join(STAGES)}")
     if "train" in wanted and "evaluate" in wanted:  # a wrong test folder fails now, not after the training
         check_inputs(config)
     if "train" in wanted and "export" in wanted:  # so does an exporter whose extra is not installed

@@ -109,6 +109,13 @@ def test_a_run_folder_of_another_model_is_refused_and_keeps_its_config(tmp_path,
     assert (out / "config.yaml").read_text() == before, "the run folder still describes its own weights"
 
 
+def test_a_config_without_any_stage_is_an_error(tmp_path, tiny_config, capsys):
+    config = {"model": tiny_config["model"]}
+    assert cli.main(["run", str(write(tmp_path, config)), "-o", str(tmp_path / "run")]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
     path = write(tmp_path, tiny_config)
     assert cli.main(["validate", str(path)]) == 0
