@@ -640,13 +640,9 @@ def command(args):
         raise BfcnnError(f"--probes must be at least 2, got {args.probes}")
     if args.sigma < 0 or any(s < 0 for s in args.sigmas):
         raise BfcnnError("noise levels must be non-negative")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise BfcnnError(f"--device: {device!r} is not a device") from None
+    from .denoise import resolve_device
+
+    device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:
         model = resolve_model(args.model, device)
     except BfcnnError:
