@@ -24,12 +24,14 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
     """Run the stages the config has sections for (or those named in `stages`) into output_dir."""
     from .evaluate import check_inputs, evaluate
     from .export import export
-    from .train import train
+    from .train import resolve_device, train
 
     config = load_config(config_or_path, overrides)
     wanted = [s for s in STAGES if s in config] if stages is None else list(stages)
     if not wanted:
         raise BfcnnError(f"nothing to run: the config has none of the sections {', '.join(STAGES)}")
+    if "train" in wanted:  # a device this machine does not have fails before the run folder is made
+        resolve_device(config.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0")))
     if "train" in wanted and "evaluate" in wanted:  # a wrong test folder fails now, not after the training
         check_inputs(config)
     if "train" in wanted and "export" in wanted:  # so does an exporter whose extra is not installed

@@ -116,6 +116,13 @@ def test_a_config_without_any_stage_is_an_error(tmp_path, tiny_config, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_device_the_machine_lacks_fails_before_the_run_folder_is_made(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write(tmp_path, tiny_config)), "-o", str(out), "--set", "device=cuda:99"]) == 2
+    assert "cuda:99" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_validate_ok_and_with_override(tmp_path, tiny_config, capsys):
     path = write(tmp_path, tiny_config)
     assert cli.main(["validate", str(path)]) == 0
