@@ -201,11 +201,17 @@ def load_checkpoint(folder, model, optimizer=None) -> dict:
 def read_model_spec(path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:  # SafetensorError, OSError: not weights at all, or a truncated file
+        raise BfcnnError(f"{path}: not a readable .safetensors weights file ({error})") from None
     if MODEL_SPEC_KEY not in metadata:
         raise BfcnnError(f"{path}: no bfcnn model spec in the file's metadata")
-    return json.loads(metadata[MODEL_SPEC_KEY])
+    try:
+        return json.loads(metadata[MODEL_SPEC_KEY])
+    except json.JSONDecodeError as error:
+        raise BfcnnError(f"{path}: the model spec in the file's metadata is not valid JSON ({error})") from None
 
 
 def find_weights(name_or_path) -> Path:

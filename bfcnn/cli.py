@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import traceback
 
@@ -36,6 +37,9 @@ def guarded(fn) -> int:
     except KeyboardInterrupt:
         print("bfcnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bfcnn schema | head`: the reader left; say nothing, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
     except Exception:  # a bug, not bad input: keep the traceback for the report
         traceback.print_exc()
         return 1

@@ -74,9 +74,14 @@ def config_schema(registries=None) -> dict:
 
 def read_file(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise BfcnnError(f"{path} is a folder: give the config file (YAML or JSON)")
     if not path.is_file():
         raise BfcnnError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a config (YAML or JSON text): it is not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -212,11 +217,20 @@ def apply_overrides(config: dict, overrides) -> dict:
             raise BfcnnError(f"--set {key}: cannot read value {raw!r}: {error}")
         node = config
         parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            if isinstance(node, list):  # noise.choices.0.sigma: a number indexes a list
+                if not part.isdigit() or int(part) >= len(node):
+                    raise BfcnnError(f"--set {key}: {where} is a list of {len(node)}: {part!r} is not an index in it")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise BfcnnError(f"--set {key}: {where} is {node!r}, not a section with keys")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}  # a section that is not there yet (or empty) is created
+                node = node[part]
     return config
 
 

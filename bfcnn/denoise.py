@@ -494,6 +494,8 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
     if iterations < 1:
         raise BfcnnError(f"--iterations must be at least 1, got {iterations}")
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BfcnnError(f"-o {output_dir}: is a file, not a folder (the results keep their names inside a folder)")
     files = [(p, r) for p, r in expand_inputs(inputs) if not earlier_result(p, r, output_dir)]
     if backend == "torch":
         denoiser = model if isinstance(model, Denoiser) else load_denoiser(

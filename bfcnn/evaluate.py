@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import build, ref
-from .errors import BfcnnError
+from .errors import BfcnnError, output_folder
 from .images import find_images, read_image
 
 log = logging.getLogger("bfcnn")
@@ -178,7 +178,7 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
     """models: [(name, nn.Module, source)]; cfg: an `evaluate` section; results into output_dir.
     `dataset`: the config's dataset spec, for `validation_images`."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(output_dir)
     device = torch.device(device)
     channels = {name: model_channels(model) for name, model, _ in models}
     if len(set(channels.values())) > 1:
@@ -398,6 +398,21 @@ def model_name(source) -> str:
     if path.is_dir() or path.name == "model.safetensors":
         return (path if path.is_dir() else path.parent).resolve().name
     return path.stem if path.suffix else str(source)
+
+
+def check_inputs(config: dict):
+    """Before training: the evaluate section's test folders and comparison models exist (not hours later)."""
+    from .checkpoint import find_weights
+
+    cfg = config.get("evaluate", {}) or {}
+    missing = [d for d in cfg.get("directories", []) if not Path(d).is_dir()]
+    if missing:
+        raise BfcnnError(f"evaluate: test folder(s) not found: {', '.join(missing)}")
+    for extra in cfg.get("models", []):
+        try:
+            find_weights(extra["path"])
+        except BfcnnError as error:
+            raise BfcnnError(f"evaluate.models: {error}") from None
 
 
 def evaluate(config: dict, output_dir, model=None) -> dict:

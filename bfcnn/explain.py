@@ -65,7 +65,10 @@ MIN_WEIGHT_SUM = 0.05  # spread is undefined where a filter's weights sum to les
 # inputs
 
 def resolve_model(model, device="cpu"):
-    """An nn.Module as it is (moved to `device`), or a run folder / .safetensors file / shipped name, loaded."""
+    """An nn.Module as it is (moved to `device`), a Denoiser's module (what bfcnn.load_model returns), or a run
+    folder / .safetensors file / shipped name, loaded."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
     if isinstance(model, nn.Module):
         return model.to(device)
     from .checkpoint import load_model
@@ -629,19 +632,17 @@ def command(args):
     path = Path(args.image)
     if not path.is_file():
         raise BfcnnError(f"image not found: {path}")
+    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise BfcnnError(f"-o {args.output_dir}: is a file, not a folder")
     pixels = [parse_pixel(p) for p in args.pixels] if args.pixels else None
     crop = parse_crop(args.crop) if args.crop else None
     if args.probes < 2:
         raise BfcnnError(f"--probes must be at least 2, got {args.probes}")
     if args.sigma < 0 or any(s < 0 for s in args.sigmas):
         raise BfcnnError("noise levels must be non-negative")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise BfcnnError(f"--device: {device!r} is not a device") from None
+    from .denoise import resolve_device
+
+    device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:
         model = resolve_model(args.model, device)
     except BfcnnError:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .config import build
+from .errors import output_folder
 
 
 def model_channels(model) -> int:
@@ -33,7 +34,7 @@ def export(config: dict, output_dir, model=None, export_dir=None) -> dict:
     exporters = [build("exporter", spec) for spec in specs]  # bad specs and missing extras fail before any work
     model = model if model is not None else load_model(output_dir)
     export_dir = Path(export_dir or Path(output_dir) / "export")
-    export_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(export_dir)
     example = torch.rand(1, model_channels(model), 64, 64)
     reports = {}
     for spec, exporter in zip(specs, exporters):

@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model
 from .config import build, ref
-from .errors import BfcnnError, RunError
+from .errors import BfcnnError, RunError, output_folder
 
 log = logging.getLogger("bfcnn")
 
@@ -295,7 +295,7 @@ class Trainer:
             self.owns_group = True
         self.writes = self.rank == 0
         if self.writes:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            output_folder(self.output_dir)
             for line in recover(self.output_dir):
                 log.info("checkpoints: %s (left by an interrupted run)", line)
         self.barrier()

@@ -108,6 +108,14 @@ def test_find_weights_errors(tmp_path):
         find_weights("no-such-model-name")
 
 
+@pytest.mark.parametrize("content", [b"hello, not weights\n", b""])
+def test_a_file_that_is_not_safetensors_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(BfcnnError, match="not a readable .safetensors"):
+        bfcnn.load_model(path)
+
+
 def check_run_folder(run):
     """Every checkpoint that a reader can see is complete and loads; returns the latest step (or 0)."""
     for folder in step_checkpoints(run) + [p for p in [run / "checkpoints" / "best"] if p.exists()]:

@@ -140,6 +140,19 @@ def test_overrides_set_dotted_keys_as_yaml_values(tiny_config):
         load_config(tiny_config, ["nonsense"])
 
 
+def test_overrides_index_lists_and_never_replace_a_value_silently(tiny_config):
+    tiny_config["noise"] = [{"type": "additive_gaussian", "sigma": 25}, {"type": "subsample", "factor": 2}]
+    config = load_config(tiny_config, ["noise.1.factor=4", "dataset.input_shape.0=24"])
+    assert config["noise"]["choices"][1]["factor"] == 4
+    assert config["noise"]["choices"][0]["sigma"] == 25  # the rest of the list is kept
+    assert config["dataset"]["input_shape"] == [24, 16, 3]
+    assert load_config(tiny_config, ["evaluate.sigmas=[25]"])["evaluate"]["sigmas"] == [25]  # a new section
+    for override, message in [("noise.choices.0.sigma=5", "noise is a list of 2"), ("noise.2.sigma=5", "list of 2"),
+                              ("model.filters.x=5", "model.filters is 4, not a section")]:
+        with pytest.raises(BfcnnError, match=message):
+            load_config(tiny_config, [override])
+
+
 def test_seed_config_maps_onto_ours():
     config = from_seed(SEED_CONFIG)
     assert config["dataset"]["type"] == "image_folder"

@@ -249,6 +249,8 @@ def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys
     assert "both be written" in capsys.readouterr().err
     assert main(["denoise", str(images), "-o", out, "--model", str(weights), "--device", "nonsense"]) == 2
     assert main(["denoise", str(images), "-o", out, "--backend", "caffe"]) == 2
+    assert main(["denoise", str(images), "-o", str(images / "one.png"), "--model", str(weights)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

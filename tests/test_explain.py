@@ -292,6 +292,17 @@ def test_explain_api_takes_a_module_and_an_array(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["files"] == ["report.json", "filters.npz"]
 
 
+def test_explain_api_takes_what_load_model_returns(tmp_path):
+    """bfcnn.load_model gives a Denoiser: explain and its parts take it as they take its module."""
+    weights = tmp_path / "model.safetensors"
+    save_model(weights, small_dncnn(), {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8})
+    denoiser = bfcnn.load_model(weights)
+    y = image(3, 12, 12)
+    report = ex.explain(denoiser, y, sigma=25, pixels=[(6, 6)], sigmas=[25], probes=2, exact=False)
+    assert report["net_bias"] < 1e-5
+    assert torch.equal(ex.jacobian(denoiser, y), ex.jacobian(denoiser.module, y))
+
+
 @pytest.mark.parametrize("name", bfcnn.names("model"))
 def test_every_registered_model_can_be_explained(name):
     model = bfcnn.build("model", {"type": name}).eval()
@@ -311,6 +322,7 @@ def test_every_registered_model_can_be_explained(name):
     ["--model", "MODEL", "PICTURE", "--pixels", "3;4"],
     ["--model", "MODEL", "PICTURE", "--pixels", "40,4"],
     ["--model", "MODEL", "PICTURE", "--crop", "0,0,99,4"],
+    ["--model", "MODEL", "PICTURE", "--device", "nonsense"],
 ])
 def test_cli_bad_input_exits_2(tmp_path, capsys, argv):
     weights = tmp_path / "model.safetensors"
@@ -325,3 +337,24 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, argv):
     assert code == 2
     error = capsys.readouterr().err
     assert "bfcnn: error:" in error and "Traceback" not in error
+
+
+def test_cli_output_that_is_a_file_exits_2_before_any_work(tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    save_model(weights, small_dncnn(), {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8})
+    picture = tmp_path / "picture.png"
+    write_image(picture, np.full((10, 12, 3), 0.5, np.float32))
+    code = main(["explain", "--model", str(weights), str(picture), "-o", str(picture)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "is a file, not a folder" in error and "Traceback" not in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cli_cuda_without_cuda_says_so(tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    save_model(weights, small_dncnn(), {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8})
+    picture = tmp_path / "picture.png"
+    write_image(picture, np.full((10, 12, 3), 0.5, np.float32))
+    assert main(["explain", "--model", str(weights), str(picture), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
