@@ -35,18 +35,6 @@ GLOB_CHARS = set("*?[")
 
 # ----------------------------------------------------------------------------------------------- models
 
-def model_channels(module) -> int:
-    """Input channels of a model: its `channels` attribute, else the first Conv2d's in_channels."""
-    import torch
-
-    if isinstance(getattr(module, "channels", None), int):
-        return module.channels
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Conv2d):
-            return layer.in_channels
-    raise BfcnnError("cannot tell the model's input channels: it has no Conv2d and no `channels` attribute")
-
-
 def receptive_radius(module):
     """Pixels of context one output pixel depends on, for a plain stack of stride-1 convolutions; else None.
 
@@ -109,6 +97,8 @@ class Denoiser:
         self.channels_last = self.device.type == "cuda"  # the fast layout for convolutions on GPUs
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        from .layers import model_channels  # torch only once a model is at hand
+
         self.channels = model_channels(module)
         self.tile = tile or DEFAULT_TILE.get(self.device.type, 512)
         radius = receptive_radius(module)

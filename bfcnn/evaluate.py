@@ -22,6 +22,7 @@ import torch
 from .config import build, ref
 from .errors import BfcnnError, output_folder
 from .images import find_images, read_image
+from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
@@ -96,11 +97,6 @@ def corrupt(clean, corruption, level, seed, built=None):
             spec[corruption.get("level_key", "sigma")] = level
         built[key] = build("noise", spec)
     return built[key](clean.float(), torch.Generator().manual_seed(int(seed)))
-
-
-def model_channels(model) -> int:
-    from .denoise import model_channels as channels
-    return channels(model)
 
 
 def sample_photo(name, color_mode):

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from .errors import BfcnnError
+from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
@@ -88,17 +89,6 @@ def as_batch(image, device="cpu", dtype=torch.float32) -> torch.Tensor:
         raise BfcnnError(f"explain takes one image (H x W x C array or 1 x C x H x W tensor), got shape "
                          f"{tuple(tensor.shape)}")
     return tensor.to(device=device, dtype=dtype)
-
-
-def model_channels(model) -> int | None:
-    """The number of channels a model expects: its `channels` attribute, else its first convolution's input."""
-    channels = getattr(model, "channels", None)
-    if isinstance(channels, int):
-        return channels
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return None
 
 
 class evaluation:
@@ -399,7 +389,7 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     model = resolve_model(model, device).to(dtype)
     clean = as_batch(image, device, dtype)
     expected = model_channels(model)
-    if expected is not None and expected != clean.shape[1]:
+    if expected != clean.shape[1]:
         raise BfcnnError(f"the model takes {expected}-channel images, the image has {clean.shape[1]} channels")
     _, c, h, w = clean.shape
     for item in pixels or ():

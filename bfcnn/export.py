@@ -15,13 +15,7 @@ import torch
 
 from .config import build
 from .errors import output_folder
-
-
-def model_channels(model) -> int:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return module.in_channels
-    raise ValueError("cannot tell the model's input channels: it has no Conv2d")
+from .layers import model_channels
 
 
 def export(config: dict, output_dir, model=None, export_dir=None) -> dict:

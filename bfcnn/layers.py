@@ -238,3 +238,15 @@ def flops_per_pixel(model: nn.Module, channels: int, size: int = 64) -> float:
         with counter, torch.no_grad():
             copied(torch.zeros(1, channels, size, size))
     return counter.get_total_flops() / (size * size)
+
+
+def model_channels(model: nn.Module) -> int:
+    """Input channels of a model: its `channels` attribute, else the first Conv2d's in_channels."""
+    if isinstance(getattr(model, "channels", None), int):
+        return model.channels
+    for layer in model.modules():
+        if isinstance(layer, nn.Conv2d):
+            return layer.in_channels
+    from .errors import BfcnnError
+
+    raise BfcnnError("cannot tell the model's input channels: it has no Conv2d and no `channels` attribute")

@@ -65,7 +65,7 @@ def test_model_contract(name):
     model = build_example("model", name).eval()
     assert isinstance(model, torch.nn.Module)
     assert isinstance(model.bias_free, bool)
-    from bfcnn.export import model_channels
+    from bfcnn.layers import model_channels
 
     x = torch.rand(2, model_channels(model), 32, 32)
     with torch.no_grad():

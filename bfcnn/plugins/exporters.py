@@ -27,6 +27,7 @@ from torch import nn
 
 from bfcnn import hookimpl
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
+from bfcnn.layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
@@ -76,13 +77,6 @@ class Uint8Image(nn.Module):
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         y = self.model(x)
         return torch.round(torch.clamp(y * 255.0, 0.0, 255.0)).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def model_channels(model) -> int:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    raise RunError("cannot tell the model's input channels: it has no Conv2d")
 
 
 def to_io(x: np.ndarray, io: str) -> np.ndarray:
