@@ -439,17 +439,41 @@ def runtime_function():
     return denoise_file_array
 
 
-def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None):
+def runtime_channels(model_file, backend):
+    """The channels an exported file takes (None where the file leaves it open)."""
+    from .runtime import cached_load
+
+    return cached_load(str(model_file), backend).channels
+
+
+def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, channels=None):
     """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile)` with x an
-    H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here."""
-    runtime = runtime or runtime_function()
+    H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here.
+
+    Gray images through a color model and color images through a gray one are handled as the torch path
+    does: gray is repeated into every channel and the result averaged; color is denoised channel by channel.
+    """
+    if runtime is None:
+        runtime = runtime_function()
+        channels = channels or runtime_channels(model_file, backend)
     alpha = None
     if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel is kept as it is
         array, alpha = array[..., :-1], array[..., -1:]
     dtype = array.dtype
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
     x = array.astype(np.float32) / scale if scale != 1.0 else array.astype(np.float32)
-    y = np.asarray(runtime(x, str(model_file), backend, tile=tile), dtype=np.float32).reshape(x.shape)
+    x = x[..., None] if x.ndim == 2 else x
+
+    def run(image):
+        return np.asarray(runtime(image, str(model_file), backend, tile=tile), dtype=np.float32).reshape(image.shape)
+
+    if x.shape[2] == 1 and channels and channels > 1:
+        y = run(np.repeat(x, channels, axis=2)).mean(axis=2, keepdims=True)
+    elif x.shape[2] > 1 and channels == 1:
+        y = np.concatenate([run(x[..., i:i + 1]) for i in range(x.shape[2])], axis=2)
+    else:
+        y = run(x)
+    y = y.reshape(array.shape)
     y = Denoiser.to_dtype(y, scale, dtype, clip=True)
     return y if alpha is None else np.concatenate([y, alpha], axis=2)
 
@@ -497,10 +521,11 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         model_file = find_model_file(model, backend)
         if iterations != 1:
             raise BfcnnError(f"--iterations is not supported with --backend {backend}")
-        runtime = runtime_function()
+        runtime, channels = runtime_function(), runtime_channels(model_file, backend)
 
         def run(array):
-            return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"], runtime)
+            return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"], runtime,
+                                              channels)
     targets = [(path, output_path(output_dir, relative, suffix, extension)) for path, relative in files]
     sources = {path.resolve() for path, _ in files}
     clashes = [str(target) for _, target in targets if target.resolve() in sources]

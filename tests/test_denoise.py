@@ -270,7 +270,9 @@ def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
     def denoise_file_array(array, model_file, backend, tile=512):
         calls.append((array.dtype, array.shape, model_file, backend, tile))
         return 1 - array
-    monkeypatch.setitem(sys.modules, "bfcnn.runtime", types.SimpleNamespace(denoise_file_array=denoise_file_array))
+    fake_runtime = types.SimpleNamespace(denoise_file_array=denoise_file_array,
+                                         cached_load=lambda path, backend: types.SimpleNamespace(channels=None))
+    monkeypatch.setitem(sys.modules, "bfcnn.runtime", fake_runtime)
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "model.onnx").write_bytes(b"placeholder")
     out = tmp_path / "o"

@@ -147,3 +147,15 @@ def test_denoise_opens_a_file_once_for_many_images(backend, exported, monkeypatc
     first = runtime.denoise_file_array(image, str(path), backend, tile=512)  # the call `bfcnn denoise` makes
     second = runtime.denoise_file_array(image, str(path), backend, tile=512)
     assert len(opened) == 1 and np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_gray_image_through_a_color_file_matches_the_torch_path(backend, exported):
+    from bfcnn.denoise import Denoiser, denoise_array_with_runtime
+
+    model, path = need(exported, backend)
+    gray = np.random.default_rng(5).integers(0, 256, (40, 52), dtype=np.uint8)
+    through_file = denoise_array_with_runtime(gray, path, backend, tile=512)
+    through_torch = Denoiser(model, device="cpu").denoise(gray)
+    assert through_file.shape == gray.shape and through_file.dtype == np.uint8
+    assert np.abs(through_file.astype(int) - through_torch.astype(int)).max() <= 1
