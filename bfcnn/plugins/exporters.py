@@ -262,6 +262,11 @@ class OnnxExporter(Exporter):
         dims = {0: torch.export.Dim("batch", min=1, max=4096),
                 spatial[0]: torch.export.Dim("height", min=1, max=65536),
                 spatial[1]: torch.export.Dim("width", min=1, max=65536)}
+        # torch.onnx logs a warning for every torchvision op it cannot register when torchvision is absent:
+        # noise for a denoiser that uses none of them
+        registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registration_log.level
+        registration_log.setLevel(logging.ERROR)
         try:
             with warnings.catch_warnings():  # torch.onnx's own deprecation chatter, not the user's business
                 warnings.simplefilter("ignore", FutureWarning)
@@ -270,6 +275,8 @@ class OnnxExporter(Exporter):
                                   dynamo=True, verbose=False)
         except Exception as error:
             raise RunError(f"onnx export failed: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+        finally:
+            registration_log.setLevel(level)
         report["opset"] = self.opset
         report["dynamic_axes"] = ["batch", "height", "width"]
         return {"float32": path}
@@ -295,6 +302,9 @@ class TfliteExporter(Exporter):
 
     def convert(self, module, sample, path, report):
         os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # litert-torch prints progress lines otherwise
+        # litert-torch imports torchao, which logs a warning for each CUDA kernel library a CPU machine lacks
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         import litert_torch
 
         spatial = (1, 2) if self.io == "uint8" else (2, 3)
