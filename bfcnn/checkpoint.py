@@ -43,6 +43,14 @@ def fsync_file(path):
         os.fsync(f.fileno())
 
 
+def write_text_atomic(path, text: str):
+    """Replace a text file in one rename, so a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_model(path, model, spec: dict):
     """Weights plus the spec that rebuilds the model, atomically."""
     path = Path(path)

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from .checkpoint import write_text_atomic
 from .config import build, load_config
 from .errors import BfcnnError, output_folder
 
 STAGES = ("train", "evaluate", "export")
-
-
-def write_text_atomic(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:

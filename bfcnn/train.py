@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model
+from .checkpoint import (BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model,
+                         write_text_atomic)
 from .config import build, ref
 from .errors import BfcnnError, RunError, output_folder
 
@@ -654,9 +655,7 @@ def trim_jsonl(path: Path, step):
             continue
         if record.get("step", 0) <= step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def train(config: dict, output_dir, registries=None) -> dict:
