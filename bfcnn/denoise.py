@@ -64,20 +64,6 @@ def receptive_radius(module):
     return radius
 
 
-def resolve_device(name="auto"):
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise BfcnnError(f"--device {name!r}: {error}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BfcnnError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 class Denoiser:
     """A trained denoiser for arrays of any size: `denoise(array)` maps H x W x C (or H x W) uint8, uint16 or
     float (in [0, 1]) to the same shape and dtype, tile by tile in bounded memory.
@@ -91,6 +77,8 @@ class Denoiser:
     def __init__(self, module, device="cpu", tile=None, margin=None, blend=DEFAULT_BLEND, iterations=1,
                  precision="fp32", source=None):
         import torch
+
+        from .devices import resolve_device  # torch only once a model is at hand
 
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.module = module.to(self.device).eval()
@@ -270,6 +258,8 @@ def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
             raise BfcnnError(f"no shipped model is installed (the default {DEFAULT_MODEL!r} is not in "
                              f"{shipped.parent}): pass --model PATH, a .safetensors file or a run folder")
         name_or_path = DEFAULT_MODEL
+    from .devices import resolve_device
+
     weights = find_weights(name_or_path)
     device = resolve_device(device)
     return Denoiser(load_model(weights, device=device), device=device, source=str(weights), **options)

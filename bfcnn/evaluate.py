@@ -21,6 +21,7 @@ import torch
 
 from .config import build, ref
 from .errors import BfcnnError, output_folder
+from .devices import resolve_device
 from .images import find_images, read_image
 from .layers import model_channels
 
@@ -414,7 +415,6 @@ def check_inputs(config: dict):
 def evaluate(config: dict, output_dir, model=None) -> dict:
     """The `evaluate` stage: the run's model (and `models` to compare) into output_dir/evaluation/."""
     from .checkpoint import load_model
-    from .denoise import resolve_device
 
     cfg = config.get("evaluate", {}) or {}
     output_dir = Path(output_dir)
@@ -459,7 +459,6 @@ def add_arguments(parser):
 def command(args) -> int:
     from .checkpoint import load_model
     from .config import load_config, validate
-    from .denoise import resolve_device
 
     config = load_config(args.config) if args.config else {}
     cfg = dict(config.get("evaluate", {}))

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from .errors import BfcnnError
+from .devices import resolve_device
 from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
@@ -384,8 +385,7 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     into `output_dir` when given. Returns the report (a JSON-able dict)."""
     timings = {}
     start = time.perf_counter()
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    device = resolve_device(device)
     model = resolve_model(model, device).to(dtype)
     clean = as_batch(image, device, dtype)
     expected = model_channels(model)
@@ -630,7 +630,6 @@ def command(args):
         raise BfcnnError(f"--probes must be at least 2, got {args.probes}")
     if args.sigma < 0 or any(s < 0 for s in args.sigmas):
         raise BfcnnError("noise levels must be non-negative")
-    from .denoise import resolve_device
 
     device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:

@@ -19,7 +19,8 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
     """Run the stages the config has sections for (or those named in `stages`) into output_dir."""
     from .evaluate import check_inputs, evaluate
     from .export import export
-    from .train import resolve_device, train
+    from .devices import resolve_device
+    from .train import train
 
     config = load_config(config_or_path, overrides)
     wanted = [s for s in STAGES if s in config] if stages is None else list(stages)

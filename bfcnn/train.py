@@ -26,6 +26,7 @@ import torch
 from .checkpoint import (BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model,
                          write_text_atomic)
 from .config import build, ref
+from .devices import resolve_device
 from .errors import BfcnnError, RunError, output_folder
 
 log = logging.getLogger("bfcnn")
@@ -80,23 +81,6 @@ DEFAULTS = {
 }
 DEFAULT_NOISE = {"type": "additive_gaussian", "sigma_range": [0, 55]}
 DEFAULT_LOSS = {"type": "mse"}
-
-
-def resolve_device(name="auto", local_rank=0):
-    if name in (None, "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise BfcnnError(f"device: {name!r} is not a device ({error})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BfcnnError(f"device: {name!r} asked for but CUDA is not available; use device: cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        if device.index >= torch.cuda.device_count():
-            raise BfcnnError(f"device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
-    return device
 
 
 def mix(*values) -> int:
