@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,48 +42,78 @@ def config(args, steps):
     })
 
 
-def bare(args, steps, warmup):
-    """The model step alone on batches already on the device: forward, loss, backward, Adam."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config(args, steps), tmp)  # the same model, device and settings
+class Bare:
+    """The model step alone (forward, MSE, backward, Adam) on ready batches: `pool` distinct batches of the
+    run's own crops, noise applied in advance, already on the device; its own model, same settings."""
+
+    def __init__(self, args, pool):
+        self.tmp = tempfile.TemporaryDirectory()
+        trainer = Trainer(config(args, 1), self.tmp.name)
         trainer.setup()
-        dev = trainer.device
-        g = torch.Generator(device=dev).manual_seed(0)
-        clean = torch.rand((args.batch, 3, args.crop, args.crop), generator=g, device=dev)
-        noisy = clean + 0.1 * torch.randn(clean.shape, generator=g, device=dev)
-        if trainer.channels_last:
-            clean, noisy = (t.contiguous(memory_format=torch.channels_last) for t in (clean, noisy))
-        net, opt = trainer.net, trainer.optimizer
+        stream = trainer.dataset.batches(1)
+        self.ready = [trainer.prepare(next(stream)) for _ in range(pool)]  # (noisy, clean) pairs
+        self.trainer, self.done = trainer, 0
 
-        def one():
-            with trainer.autocast():
-                out = net(noisy, 1)
-            loss = torch.mean((out.float() - clean) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        for _ in range(warmup):
-            one()
-        sync(dev)
+    def steps(self, n, pool=None):
+        """Seconds for n steps cycling through the first `pool` ready batches (all by default)."""
+        trainer, ready = self.trainer, self.ready[:pool or len(self.ready)]
+        sync(trainer.device)
         began = time.perf_counter()
-        for _ in range(steps):
-            one()
-        sync(dev)
-        return args.batch * steps / (time.perf_counter() - began)
+        for _ in range(n):
+            noisy, clean = ready[self.done % len(ready)]
+            self.done += 1
+            with trainer.autocast():
+                out = trainer.net(noisy, 1)
+            loss = torch.mean((out.float() - clean) ** 2)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+        sync(trainer.device)
+        return time.perf_counter() - began
 
 
-def pipeline(args, steps, warmup):
-    """The trainer end to end; a warm-up run first (compilation, caches), then the timed run."""
+def interleaved(args):
+    """One pipeline run (`Trainer.run`: loader thread, noise, step, checks, logging, TensorBoard, image grids,
+    checkpoints, the final validation and model file) with chunks of bare steps slipped in between its steps:
+    after every `chunk` pipeline steps, `chunk` bare steps on ready batches and `chunk` on one fixed batch,
+    timed apart and taken out of the pipeline's time. All three see the same machine at the same moments, so
+    a neighbour's load or a clock change hurts them alike. Building the model and loading the images come
+    before the timed part (`setup_s`): a one-time cost, not a per-step one."""
+    bare = Bare(args, args.pool)
+    bare.steps(args.warmup)
     tmp = tempfile.mkdtemp()
     try:
-        Trainer(config(args, warmup), Path(tmp) / "warm").run()
-        trainer = Trainer(config(args, steps), Path(tmp) / "run")
         began = time.perf_counter()
+        trainer = Trainer(config(args, args.warmup + args.steps), Path(tmp) / "run")
+        setup = time.perf_counter() - began
+        step, calls = trainer.step, [0]
+        spent = {"bare": 0.0, "bare_fixed": 0.0, "aside": 0.0, "mark": None}
+
+        def with_bare_chunks(*a, **k):
+            result = step(*a, **k)
+            calls[0] += 1
+            if calls[0] == args.warmup:  # compilation and caches are behind us: start the clock
+                sync(trainer.device)
+                spent["mark"] = time.perf_counter()
+            elif calls[0] > args.warmup and (calls[0] - args.warmup) % args.chunk == 0:
+                sync(trainer.device)
+                aside = time.perf_counter()
+                spent["bare"] += bare.steps(args.chunk)
+                spent["bare_fixed"] += bare.steps(args.chunk, pool=1)
+                spent["aside"] += time.perf_counter() - aside
+            return result
+        trainer.step = with_bare_chunks
         trainer.run()
         sync(trainer.device)
-        return args.batch * steps / (time.perf_counter() - began)
+        pipeline_s = time.perf_counter() - spent["mark"] - spent["aside"]
+        chunks = args.steps // args.chunk
+        bare_steps = chunks * args.chunk
+        return {"pipeline": args.batch * args.steps / pipeline_s,
+                "bare": args.batch * bare_steps / spent["bare"],
+                "bare_fixed": args.batch * bare_steps / spent["bare_fixed"], "setup_s": setup}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        bare.tmp.cleanup()
 
 
 def profile_shares(args, steps):
@@ -123,7 +154,9 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate bare/pipeline this many times")
+    parser.add_argument("--rounds", type=int, default=1, help="pipeline runs (each with its bare chunks)")
+    parser.add_argument("--chunk", type=int, default=10, help="bare steps slipped in after every CHUNK pipeline steps")
+    parser.add_argument("--pool", type=int, default=16, help="distinct ready batches the bare step cycles through")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="only the in-run share of the model step")
     args = parser.parse_args()
@@ -132,15 +165,20 @@ def main():
     if args.profile:
         print(profile_shares(args, args.steps))
         return
-    rates = {"bare": [], "pipeline": []}
-    for _ in range(args.rounds):  # alternate, so a busy neighbour hurts both alike
-        rates["bare"].append(bare(args, args.steps, args.warmup))
-        rates["pipeline"].append(pipeline(args, args.steps, args.warmup))
-    b, p = max(rates["bare"]), max(rates["pipeline"])
+    rates = {"bare_fixed": [], "bare": [], "pipeline": []}
+    setups = []
+    for _ in range(args.rounds):
+        result = interleaved(args)
+        for key in rates:
+            rates[key].append(round(result[key], 1))
+        setups.append(round(result["setup_s"], 2))
+    b, p = statistics.median(rates["bare"]), statistics.median(rates["pipeline"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
-    print(f"all rounds (patches/s): {rates}")
+    print(f"all rounds (patches/s): {rates}; pipeline setup (model + images, once) s: {setups}")
+    print("| machine | model | crops x batch | bare, one batch | bare, ready batches | pipeline | pipeline / bare |")
     print(f"| {device} | BF-DnCNN-{args.depth}x{args.filters} | {args.crop}x{args.crop} x {args.batch} | "
-          f"{b:.1f} | {p:.1f} | {100 * p / b:.0f}% |")
+          f"{statistics.median(rates['bare_fixed']):.1f} | {b:.1f} | {p:.1f} | "
+          f"{100 * p / b:.0f}% (medians of {args.rounds} runs, chunks of {args.chunk}) |")
 
 
 if __name__ == "__main__":
