@@ -297,6 +297,8 @@ class Trainer:
         if self.start > self.steps:
             log.warning("the run folder is at step %d, past train.total_steps (%d): nothing to train",
                         self.start, self.steps)
+        elif self.start == self.steps:
+            log.info("the run folder already holds all %d steps: nothing to train", self.steps)
         self.set_lr(self.start)
         net = self.net
         if self.distributed:
@@ -554,7 +556,7 @@ class Trainer:
     def open_bar(self):
         from tqdm import tqdm
         return tqdm(total=self.steps, initial=min(self.start, self.steps), unit="step", dynamic_ncols=True, mininterval=0.5,
-                    disable=not (self.writes and self.cfg["progress"]), desc="train")
+                    disable=not (self.writes and self.cfg["progress"]) or self.start >= self.steps, desc="train")
 
     def log_jsonl(self, record):
         if self.writes:

@@ -280,3 +280,16 @@ def test_compiled_training_matches_eager_and_resumes(tmp_path):
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
     assert math.isclose(resumed["final_loss"], eager["final_loss"], rel_tol=1e-3)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_says_so(tmp_path, capsys, caplog):
+    first = run_train(tiny(total_steps=2, progress=True), tmp_path)
+    assert "train:" in capsys.readouterr().err  # the progress bar of the real run
+    before = weights(tmp_path)
+    with caplog.at_level("INFO", logger="bfcnn"):
+        again = run_train(tiny(total_steps=2, progress=True), tmp_path)
+    assert again["resumed_from"] == 2 and first["steps"] == again["steps"] == 2
+    assert "train:" not in capsys.readouterr().err  # no bar for zero steps
+    assert "nothing to train" in caplog.text
+    after = weights(tmp_path)
+    assert all(torch.equal(before[key], after[key]) for key in before)
