@@ -379,6 +379,12 @@ def expand_inputs(inputs) -> list[tuple[Path, Path]]:
             if not images:
                 missing.append(f"{text} (a folder without images)")
             found += [(p, p.relative_to(path)) for p in images]
+            left_out = sorted({p.suffix.lower() or p.name for p in path.rglob("*") if p.is_file()
+                               and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")})
+            if left_out:  # e.g. GIFs: named one by one they are tried, in a folder only these formats are
+                log.info("%s: files ending in %s left out; folders are scanned for %s (name a file to try it anyway)",
+                         text, ", ".join(left_out[:6]) + (", ..." if len(left_out) > 6 else ""),
+                         " ".join(sorted(IMAGE_SUFFIXES)))
         elif path.is_file():
             found.append((path, Path(path.name)))
         else:

@@ -284,3 +284,16 @@ def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
     inverted = read_any(out / "deep16.tif")[0]
     assert inverted.dtype == np.uint16
     np.testing.assert_array_equal(inverted, 65535 - original)
+
+
+def test_folders_say_which_files_they_leave_out_and_named_files_are_tried(tmp_path, images, weights, caplog):
+    from PIL import Image
+    Image.fromarray(photo(32, 40)).save(images / "anim.gif")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="bfcnn"):
+        assert main(["denoise", str(images), "-o", str(out), "--model", str(weights), "-q"]) == 0
+    assert not (out / "anim.gif").exists() and (out / "one.png").is_file()
+    assert ".gif, .txt left out" in caplog.text
+    assert main(["denoise", str(images / "anim.gif"), "-o", str(out), "--model", str(weights), "-q"]) == 0
+    assert read_any(out / "anim.gif")[0].shape == (32, 40, 3)
