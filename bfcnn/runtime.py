@@ -14,7 +14,11 @@ bfcnn package (copy runtime.py and tiling.py side by side).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +42,39 @@ except ImportError:  # loaded as a plain module, without the bfcnn package: tili
 BACKENDS = ("onnx", "tflite")
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 __all__ = ["BACKENDS", "ExportedModel", "available_backends", "backend_of", "cached_load", "denoise_array",
-           "denoise_file_array", "load", "tflite_interpreter_class"]
+           "denoise_file_array", "load", "quiet_native_logs", "tflite_interpreter_class"]
+
+# Info lines that TFLite's C++ code (and the converter's absl logging) writes straight to the process's
+# stderr, past Python's logging: "I0000 00:00:... port.cc:153] ...", absl's preamble, XNNPACK's greeting.
+NATIVE_INFO = re.compile(r"(I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages before absl::InitializeLog"
+                         r"|INFO: Created TensorFlow Lite XNNPACK delegate)")
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Hide those native info lines; everything else written to stderr meanwhile (warnings, errors) is
+    passed on when the block ends."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 to borrow: leave stderr alone
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if not NATIVE_INFO.match(line.decode(errors="replace"))]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def tflite_interpreter_class():
@@ -99,7 +135,7 @@ class ExportedModel:
         self.threads = threads or default_threads()
         if not self.path.is_file():
             raise BfcnnError(f"model file not found: {self.path}")
-        self._shape = None
+        self._shape, self._greeted = None, False
         if backend == "onnx":
             self._open_onnx()
         else:
@@ -160,6 +196,14 @@ class ExportedModel:
                              f"layout {self.layout})")
         if self.backend == "onnx":
             return self._session.run(None, {self._input_name: array})[0]
+        if self._greeted:
+            return self._invoke(array)
+        with quiet_native_logs():  # the first run applies XNNPACK, which greets on stderr
+            result = self._invoke(array)
+        self._greeted = True
+        return result
+
+    def _invoke(self, array):
         interpreter = self._interpreter
         if array.shape != self._shape:  # a new size: resize the input and plan the buffers again
             interpreter.resize_tensor_input(self._input["index"], list(array.shape))

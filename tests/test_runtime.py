@@ -159,3 +159,32 @@ def test_gray_image_through_a_color_file_matches_the_torch_path(backend, exporte
     through_torch = Denoiser(model, device="cpu").denoise(gray)
     assert through_file.shape == gray.shape and through_file.dtype == np.uint8
     assert np.abs(through_file.astype(int) - through_torch.astype(int)).max() <= 1
+
+
+def test_quiet_native_logs_hides_native_info_lines_only(capfd):
+    with runtime.quiet_native_logs():
+        os.write(2, b"I0000 00:00:1795617977.089508   10572 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 a native error stays\n")
+        print("a Python warning stays", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert sorted(err.splitlines()) == ["E0000 a native error stays", "a Python warning stays"]
+
+
+def test_tflite_export_and_run_print_no_native_info_lines(tmp_path):
+    from bfcnn.plugins.exporters import tflite_missing
+    if "tflite" not in runtime.available_backends() or tflite_missing():
+        pytest.skip("tflite extra not installed")
+    code = (
+        "import numpy as np, torch, bfcnn\n"
+        "from bfcnn import runtime\n"
+        "model = bfcnn.build('model', {'type': 'dncnn', 'channels': 3, 'depth': 3, 'filters': 4}).eval()\n"
+        f"exporter = bfcnn.build('exporter', {{'type': 'tflite', 'check_sizes': [[16, 16]], 'check_images': None}})\n"
+        f"path = exporter(model, {str(tmp_path)!r}, torch.rand(1, 3, 32, 32))['variants']['float32']\n"
+        "print(runtime.load(path)(np.zeros((1, 3, 20, 20), np.float32)).shape)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 3, 20, 20)"
+    assert not any(runtime.NATIVE_INFO.match(line) for line in done.stderr.splitlines()), done.stderr

@@ -305,8 +305,13 @@ class TfliteExporter(Exporter):
         # litert-torch imports torchao, which logs a warning for each CUDA kernel library a CPU machine lacks
         for name in ("torchao", "torch.utils._pytree"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        import litert_torch
+        from bfcnn.runtime import quiet_native_logs
 
+        with quiet_native_logs():  # the converter's C++ info lines (absl, oneDNN, op counts)
+            import litert_torch
+            return self.convert_quietly(litert_torch, module, sample, path, report)
+
+    def convert_quietly(self, litert_torch, module, sample, path, report):
         spatial = (1, 2) if self.io == "uint8" else (2, 3)
         dims = {spatial[0]: torch.export.Dim("height", min=8, max=16384),
                 spatial[1]: torch.export.Dim("width", min=8, max=16384)}
