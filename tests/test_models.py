@@ -407,3 +407,23 @@ def test_built_in_models_trace_into_one_graph_for_torch_compile(name):
     explanation = dynamo.explain(model)(torch.rand(2, channels_of(model), 17, 15))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("name", ["resnet", "sparse_resnet", "gatenet"])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_residual_blocks_start_as_the_identity_so_depth_and_levels_keep_the_start_quiet(name, batchnorm):
+    from bfcnn.plugins.models import ResidualBlock
+
+    torch.manual_seed(0)
+    model = bfcnn.build("model", {"type": name, "channels": 3, "filters": 8, "no_layers": 3, "batchnorm": batchnorm})
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 3
+    h = torch.rand(2, 8, 12, 12)  # non-negative, as after the stem's relu
+    for block in blocks:
+        block.shrink = None  # the sparse constraint shrinks on purpose; the branch is what starts at zero
+        torch.testing.assert_close(block.train()(h), h)
+    # the whole multiscale model's first noise estimate is of the order of the input, not tens of times it
+    deep = bfcnn.build("model", {"type": name, "channels": 3, "filters": 32, "no_layers": 8, "levels": 3,
+                                 "batchnorm": batchnorm}).train()
+    x = torch.rand(4, 3, 40, 40)
+    assert float((x - deep(x)).std()) < 2.0

@@ -74,6 +74,12 @@ class ResidualBlock(nn.Module):
         self.gate = ScaleFreeGate(filters) if gated else None
         self.shrink = ScaleFreeShrink(filters, threshold) if sparse else None
 
+    def zero_branch(self):
+        """Start as the identity (the branch's last scale at zero, Goyal et al. 2017): without it, every block
+        adds a unit-variance term, and a multiscale resnet begins with a noise estimate tens of times too loud."""
+        last = self.bn2 if isinstance(self.bn2, (BiasFreeBatchNorm, nn.BatchNorm2d)) else self.conv2
+        nn.init.zeros_(last.weight)
+
     def forward(self, h):
         r = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(h)))))
         if self.gate is not None:
@@ -187,6 +193,9 @@ class Denoiser(nn.Module):
         else:
             self.cores = nn.ModuleList(make_core(channels, channels, level < levels - 1) for level in range(levels))
         init_conv_weights(self, kernel_initializer)
+        for block in self.modules():
+            if isinstance(block, ResidualBlock):
+                block.zero_branch()
         self.bias_free = bool(homogeneous_core and local_normalization < 0 and not clip_values
                               and final_activation in ("linear", "relu"))
 
