@@ -25,6 +25,8 @@ from pathlib import Path
 MODELS = {
     "tiny": {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8},
     "small_cpu": {"type": "dncnn", "channels": 3, "depth": 10, "filters": 32},  # bf_dncnn_small_cpu's size
+    "small_cpu_ms": {"type": "resnet", "channels": 3, "filters": 32, "no_layers": 4, "levels": 3,  # its multiscale
+                     "shared_weights": True, "batchnorm": True},                                 # counterpart
     "dncnn20": {"type": "dncnn", "channels": 3, "depth": 20, "filters": 64},
 }
 

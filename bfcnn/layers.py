@@ -43,27 +43,65 @@ class BiasFreeBatchNorm(nn.Module):
     per-channel scale and the network stays homogeneous. Plain tensor ops only: torch.compile fuses it.
     """
 
-    def __init__(self, channels, momentum=0.1, eps=1e-5):
+    def __init__(self, channels, momentum=0.1, eps=1e-5, slots=1):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
-        self.register_buffer("running_var", torch.ones(channels))
+        self.register_buffer("running_var", torch.ones(channels) if slots == 1 else torch.ones(slots, channels))
         self.momentum, self.eps = momentum, eps
+        self.slot = 0  # the row of running_var in use, with slots > 1 (see per_level_statistics)
 
     def forward(self, x):
+        running = self.running_var if self.running_var.dim() == 1 else self.running_var[self.slot]
         if self.training:
             count = x.numel() // x.shape[1]
             norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
             var = norm * norm / count
             with torch.no_grad():
-                self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+                running.lerp_(var.detach().to(running.dtype), self.momentum)
         else:
-            var = self.running_var
+            var = running
         scale = self.weight * torch.rsqrt(var.to(self.weight.dtype) + self.eps)
         return x * scale.view(1, -1, 1, 1).to(x.dtype)
 
 
 def batch_norm(channels, bias_free=True) -> nn.Module:
     return BiasFreeBatchNorm(channels) if bias_free else nn.BatchNorm2d(channels)
+
+
+class SlottedBatchNorm2d(nn.BatchNorm2d):
+    """torch's batch norm with `slots` rows of running statistics, `slot` picking the one in use."""
+
+    def __init__(self, channels, slots, momentum=0.1, eps=1e-5):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.register_buffer("running_mean", torch.zeros(slots, channels))
+        self.register_buffer("running_var", torch.ones(slots, channels))
+        self.slot = 0
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean[self.slot], self.running_var[self.slot], self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+def per_level_statistics(core: nn.Module, levels: int) -> list[nn.Module]:
+    """Give every batch norm of a core that all pyramid levels share one row of running statistics per level,
+    and return those norms (set `.slot = level` before running the core on a level). In training each level's
+    band is normalized by its own batch statistics; the bands' scales differ (a coarse band holds the image,
+    a fine one its edges), so eval needs each level's own running values: one shared set made a 3-level model
+    4 dB worse in eval than in training at sigma 50."""
+    slotted = []
+    for parent in list(core.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BiasFreeBatchNorm):
+                new = BiasFreeBatchNorm(child.weight.numel(), child.momentum, child.eps, slots=levels)
+            elif isinstance(child, nn.BatchNorm2d) and not isinstance(child, SlottedBatchNorm2d):
+                new = SlottedBatchNorm2d(child.num_features, levels, child.momentum, child.eps)
+            else:
+                continue
+            new.load_state_dict({k: v for k, v in child.state_dict().items() if not k.startswith(("running_", "num_"))},
+                                strict=False)
+            setattr(parent, name, new)
+            slotted.append(new)
+    return slotted
 
 
 def soft_threshold(h, tau):

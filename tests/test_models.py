@@ -427,3 +427,42 @@ def test_residual_blocks_start_as_the_identity_so_depth_and_levels_keep_the_star
                                  "batchnorm": batchnorm}).train()
     x = torch.rand(4, 3, 40, 40)
     assert float((x - deep(x)).std()) < 2.0
+
+
+@pytest.mark.parametrize("name", ["resnet", "unet"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_eval_mode_matches_training_mode_on_the_batch_the_statistics_came_from(name, shared):
+    """With momentum 1 the running statistics are the last batch's, so eval must reproduce the training-mode
+    output on that batch. A core shared by the pyramid's levels needs one set of statistics per level for this."""
+    from bfcnn.layers import BiasFreeBatchNorm
+
+    torch.manual_seed(0)
+    model = bfcnn.build("model", {"type": name, "channels": 3, "filters": 8, "no_layers": 2, "levels": 3,
+                                  "shared_weights": shared, "batchnorm": True})
+    norms = [m for m in model.modules() if isinstance(m, BiasFreeBatchNorm)]
+    assert norms
+    for norm in norms:
+        norm.momentum = 1.0
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5)  # not the zero start, so every branch takes part
+    x = torch.rand(2, 3, 48, 40) * 2
+    with torch.no_grad():
+        trained = model.train()(x)
+        evaluated = model.eval()(x)
+    torch.testing.assert_close(evaluated, trained, rtol=1e-4, atol=1e-5)
+
+
+def test_ordinary_twin_with_a_shared_core_keeps_running_statistics_per_level():
+    """The same for torch's batch norm (its running variance is the unbiased one, so no exact equality):
+    every level writes its own row of statistics."""
+    from bfcnn.layers import SlottedBatchNorm2d
+
+    model = bfcnn.build("model", {"type": "resnet", "channels": 3, "filters": 8, "no_layers": 2, "levels": 3,
+                                  "shared_weights": True, "batchnorm": True, "bias_free": False})
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, SlottedBatchNorm2d) for m in norms)
+    with torch.no_grad():
+        model.train()(torch.rand(2, 3, 48, 40) * 2)
+    for norm in norms:
+        assert norm.running_var.shape[0] == 3
+        assert not torch.allclose(norm.running_var[0], norm.running_var[2])  # a fine band and the coarse one

@@ -29,6 +29,7 @@ from bfcnn.layers import (
     kernel_penalty,
     laplacian_pyramid,
     parameter_count,
+    per_level_statistics,
     upsample,
 )
 
@@ -188,8 +189,11 @@ class Denoiser(nn.Module):
         self.local_normalization = local_normalization
         self.output_multiplier, self.final_activation = float(output_multiplier), final_activation
         self.clip_values, self.kernel_regularizer = clip_values, kernel_regularizer
+        self.level_norms = []  # a shared core's batch norms, with running statistics per level
         if levels == 1 or shared_weights:
             self.core = make_core(channels, channels, levels > 1)
+            if levels > 1:
+                self.level_norms = per_level_statistics(self.core, levels)
         else:
             self.cores = nn.ModuleList(make_core(channels, channels, level < levels - 1) for level in range(levels))
         init_conv_weights(self, kernel_initializer)
@@ -200,7 +204,11 @@ class Denoiser(nn.Module):
                               and final_activation in ("linear", "relu"))
 
     def core_of(self, level):
-        return self.core if self.levels == 1 or self.shared_weights else self.cores[level]
+        if self.levels == 1 or self.shared_weights:
+            for norm in self.level_norms:
+                norm.slot = level
+            return self.core
+        return self.cores[level]
 
     def normalize(self, x):
         k = self.local_normalization
