@@ -72,7 +72,8 @@ def quiet_native_logs():
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            kept = [line for line in held.read().splitlines(keepends=True) if not NATIVE_INFO.match(line.decode(errors="replace"))]
+            lines = held.read().splitlines(keepends=True)
+            kept = [line for line in lines if not NATIVE_INFO.match(line.decode(errors="replace"))]
             if kept:
                 os.write(2, b"".join(kept))
 
