@@ -98,6 +98,9 @@ def bench_noise(device, batch, crop, repeats):
 
 
 def main(argv=None):
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_data = Path(os.environ.get("BFCNN_DATA", REPO / "../shared/data")) / "train/CBSD432"
     parser.add_argument("--data", type=Path, default=default_data, help="folder of training images")

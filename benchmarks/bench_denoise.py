@@ -94,6 +94,9 @@ def child(args):
 
 
 def main(argv=None):
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
     parser.add_argument("--sizes", nargs="+", type=float, default=[1, 12, 24], help="megapixels")

@@ -104,6 +104,9 @@ def bench_report(device, probes):
 
 
 def main():
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=("jacobian", "report", "all"))
     parser.add_argument("--device", default="auto")

@@ -42,6 +42,9 @@ def timed(fn, x, repeats):
 
 
 def main():
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--repeats", type=int, default=3)

@@ -171,6 +171,9 @@ def norm_layer_study(device, compiled_modes, rounds):
 
 
 def main(argv=None):
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="default: every registered model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")

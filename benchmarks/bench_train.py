@@ -146,6 +146,9 @@ def sync(device):
 
 
 def main():
+    from bfcnn.devices import keep_freed_memory
+
+    keep_freed_memory()  # what every bfcnn command does first, so the figures are the commands'
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
     parser.add_argument("--depth", type=int, default=8)

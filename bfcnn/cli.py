@@ -24,7 +24,10 @@ COMMAND_MODULES = {
 
 
 def guarded(fn) -> int:
-    """Run fn and map what it raises onto exit codes."""
+    """Run a command (fn) after the process setup every command shares, and map what it raises onto exit codes."""
+    from .devices import keep_freed_memory
+
+    keep_freed_memory()
     try:
         result = fn()
         return result if isinstance(result, int) else 0
