@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BfcnnError
-from .images import IMAGE_SUFFIXES, find_images
+from .images import IMAGE_SUFFIXES, find_images, visible_files
 from .tiling import tiled_apply
 
 log = logging.getLogger("bfcnn")
@@ -375,12 +375,12 @@ def expand_inputs(inputs) -> list[tuple[Path, Path]]:
             continue
         path = Path(text)
         if path.is_dir():
-            images = find_images(path)
+            files = visible_files(path)  # one walk for the images and for what is left out
+            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
             if not images:
                 missing.append(f"{text} (a folder without images)")
             found += [(p, p.relative_to(path)) for p in images]
-            left_out = sorted({p.suffix.lower() or p.name for p in path.rglob("*") if p.is_file()
-                               and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")})
+            left_out = sorted({p.suffix.lower() or p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES})
             if left_out:  # e.g. GIFs: named one by one they are tried, in a folder only these formats are
                 log.info("%s: files ending in %s left out; folders are scanned for %s (name a file to try it anyway)",
                          text, ", ".join(left_out[:6]) + (", ..." if len(left_out) > 6 else ""),

@@ -27,12 +27,16 @@ class ImageReadError(OSError):
     """A file that is not a readable image (zero bytes, truncated, corrupt, not an image at all)."""
 
 
-def find_images(folder) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; hidden files and folders are left out."""
+def visible_files(folder) -> list[Path]:
+    """Files under `folder`, recursively, sorted; hidden files and folders are left out."""
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def find_images(folder) -> list[Path]:
+    """Image files under `folder` (by suffix), recursively, sorted; hidden files and folders are left out."""
+    return [p for p in visible_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def png_header(path):

@@ -297,3 +297,11 @@ def test_folders_say_which_files_they_leave_out_and_named_files_are_tried(tmp_pa
     assert ".gif, .txt left out" in caplog.text
     assert main(["denoise", str(images / "anim.gif"), "-o", str(out), "--model", str(weights), "-q"]) == 0
     assert read_any(out / "anim.gif")[0].shape == (32, 40, 3)
+
+
+def test_hidden_folders_are_neither_denoised_nor_reported_as_left_out(tmp_path, images, weights, caplog):
+    (images / ".git").mkdir()
+    (images / ".git" / "config").write_text("[core]")
+    with caplog.at_level("INFO", logger="bfcnn"):
+        assert main(["denoise", str(images), "-o", str(tmp_path / "out"), "--model", str(weights), "-q"]) == 0
+    assert "left out" not in caplog.text
