@@ -199,10 +199,6 @@ def image_grid(noisy, denoised, clean):
     return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid[:3]
 
 
-class Stop(Exception):
-    pass
-
-
 class Trainer:
     """Builds everything from a validated config (data last, so bad values fail before any image is read)
     and trains. `rank`/`world_size` default to torchrun's environment; `distributed=False` builds one rank's
@@ -237,7 +233,7 @@ class Trainer:
         self.metrics = [(spec["type"], build("metric", spec, registries)) for spec in cfg["metrics"]]
         self.optimizer = build("optimizer", cfg.get("optimizer", {"type": "adam"}), registries)(self.model.parameters())
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.schedule_spec = dict(cfg.get("schedule", {"type": "constant"}))
+        schedule = cfg.get("schedule", {"type": "constant"})
         self.every = cfg["checkpoint_every"]
         self.validate_every = cfg.get("validate_every", self.every)
         self.visualize_every = cfg.get("visualization_every", self.every)
@@ -250,15 +246,14 @@ class Trainer:
         size = cfg["random_batch_size"]
         if len(size) == 3 and self.model_channels and size[2] != self.model_channels:
             raise BfcnnError(f"train.random_batch_size: {size[2]} channel(s) but model.channels is {self.model_channels}")
-        self.schedule_spec = self.with_total_steps(self.schedule_spec, max(1, cfg["total_steps"]))
-        self.schedule = build("schedule", self.schedule_spec, registries)  # checked now, rebuilt below
+        build("schedule", self.with_total_steps(schedule, max(1, cfg["total_steps"])), registries)  # checked now
         # everything above is cheap and reads no data; the dataset comes last
         self.dataset = build("dataset", config["dataset"], registries)
         if self.model_channels and self.dataset.channels != self.model_channels:
             raise BfcnnError(f"model.channels: the model takes {self.model_channels} channel(s) but the dataset "
                              f"gives {self.dataset.channels}")
         self.steps = total_steps(cfg, self.dataset, self.world_size)
-        self.schedule_spec = self.with_total_steps(cfg.get("schedule", {"type": "constant"}), self.steps)
+        self.schedule_spec = self.with_total_steps(schedule, self.steps)
         self.schedule = build("schedule", self.schedule_spec, registries)
 
     def with_total_steps(self, spec, steps):
@@ -312,12 +307,8 @@ class Trainer:
         saved = json.loads((Path(folder) / "state.json").read_text()).get("optimizer_type", kind)
         if saved != kind:
             log.warning("the checkpoint's optimizer is %s, the config's %s: the optimizer starts afresh", saved, kind)
+        # the model is on the training device already: load_state_dict moves the optimizer state beside it
         info = load_checkpoint(folder, self.model, self.optimizer if saved == kind else None)
-        for group in self.optimizer.param_groups:  # state on the training device
-            for p in group["params"]:
-                for key, value in self.optimizer.state.get(p, {}).items():
-                    if torch.is_tensor(value) and key != "step":
-                        self.optimizer.state[p][key] = value.to(self.device)
         self.start, self.best, self.bad_total = info["step"], info.get("best"), info.get("bad_steps_total", 0)
         tensors = info["tensors"]
         if info.get("world_size", 1) == self.world_size and f"rng.noise.{self.rank}" in tensors:
@@ -381,7 +372,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
         finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
         flags = torch.stack([loss.detach().float(), (~finite).float(),
-                             torch.tensor(float(stop_requested), device=loss.device)])
+                             torch.full((), float(stop_requested), device=loss.device)])  # no host copy
         if self.distributed:  # every rank skips, stops and logs alike
             torch.distributed.all_reduce(flags)
         value, bad, stop = flags.tolist()  # the one host sync per step
@@ -405,9 +396,8 @@ class Trainer:
         writer = self.open_writer()
         bar = self.open_bar()
         interrupted = InterruptFlag()
-        batches = Prefetcher(step_batches(self.dataset, self.seed, self.start, self.every, self.rank, self.world_size),
-                             cfg["prefetch"], pin=self.cuda) if cfg["prefetch"] else \
-            step_batches(self.dataset, self.seed, self.start, self.every, self.rank, self.world_size)
+        stream = step_batches(self.dataset, self.seed, self.start, self.every, self.rank, self.world_size)
+        batches = Prefetcher(stream, cfg["prefetch"], pin=self.cuda) if cfg["prefetch"] else stream
         patches = self.dataset.batch_size * self.world_size
         began, window_start, window_steps, bad_run, losses = time.time(), time.time(), 0, 0, []
         done, last_loss, stopped = self.start, None, False
