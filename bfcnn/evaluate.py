@@ -129,12 +129,16 @@ def validation_set(dataset_spec, color_mode, max_images=None):
                   for i, t in enumerate(images)]
 
 
-def test_sets(cfg, color_mode, dataset_spec=None):
-    """[(name, [(image name, loader)])]: loaders read one image at a time (H x W x C float32 in [0, 1])."""
-    sets, used = [], set()
+def check_directories(cfg):
     missing = [d for d in cfg.get("directories", []) if not Path(d).is_dir()]
     if missing:
         raise BfcnnError(f"evaluate: test folder(s) not found: {', '.join(missing)}")
+
+
+def test_sets(cfg, color_mode, dataset_spec=None):
+    """[(name, [(image name, loader)])]: loaders read one image at a time (H x W x C float32 in [0, 1])."""
+    sets, used = [], set()
+    check_directories(cfg)
     for directory in cfg.get("directories", []):
         paths = find_images(directory)[:cfg.get("max_images")]
         if not paths:
@@ -402,9 +406,7 @@ def check_inputs(config: dict):
     from .checkpoint import find_weights
 
     cfg = config.get("evaluate", {}) or {}
-    missing = [d for d in cfg.get("directories", []) if not Path(d).is_dir()]
-    if missing:
-        raise BfcnnError(f"evaluate: test folder(s) not found: {', '.join(missing)}")
+    check_directories(cfg)
     for extra in cfg.get("models", []):
         try:
             find_weights(extra["path"])

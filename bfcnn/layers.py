@@ -196,20 +196,6 @@ def reconstruct_pyramid(bands: list):
     return current
 
 
-class LaplacianPyramid(nn.Module):
-    """Module form of `laplacian_pyramid` / `reconstruct_pyramid` (no parameters)."""
-
-    def __init__(self, levels: int):
-        super().__init__()
-        self.levels = levels
-
-    def forward(self, x):
-        return laplacian_pyramid(x, self.levels)
-
-    def reconstruct(self, bands):
-        return reconstruct_pyramid(bands)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # initialisation, regularization, counting
 

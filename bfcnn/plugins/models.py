@@ -28,6 +28,7 @@ from bfcnn.layers import (
     init_conv_weights,
     kernel_penalty,
     laplacian_pyramid,
+    model_channels,
     parameter_count,
     per_level_statistics,
     upsample,
@@ -389,6 +390,5 @@ def model_facts(name, registries=None, size=64) -> dict:
     from bfcnn.config import build
 
     model = build("model", {"type": name}, registries)
-    channels = getattr(model, "channels", 3)
     return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),
-            "flops_per_pixel": flops_per_pixel(model, channels, size)}
+            "flops_per_pixel": flops_per_pixel(model, model_channels(model), size)}
