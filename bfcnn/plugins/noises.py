@@ -39,15 +39,20 @@ def table(values: tuple, device: torch.device) -> torch.Tensor:
 def per_image(values, n, generator, device):
     """One value per image (float32 tensor of shape (n,)): a random pick from a list, or a number for all."""
     values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
-    where = draw_device(generator, device)
-    index = torch.randint(len(values), (n,), generator=generator, device=where)
-    return table(values, where)[index].to(device)
+    return table(values, torch.device(device))[per_image_pick(len(values), n, generator, device)]
 
 
 def uniform(low, high, n, generator, device):
     """n values drawn uniformly from [low, high] (float32 tensor of shape (n,))."""
     u = torch.rand(n, generator=generator, device=draw_device(generator, device)).to(device)
     return low + (high - low) * u
+
+
+def draw_sigmas(sigma, sigma_range, n, generator, device):
+    """n sigmas: uniform in sigma_range when given, else per_image from `sigma` (a list or a number)."""
+    if sigma_range is not None:
+        return uniform(*sigma_range, n, generator, device)
+    return per_image(sigma, n, generator, device)
 
 
 def check_range(name, value_range):
@@ -94,9 +99,7 @@ class AdditiveGaussian:
 
     def sigmas(self, n, generator, device):
         """Per-image sigma on the [0, 1] scale, shape (n,)."""
-        if self.sigma_range is not None:
-            return uniform(*self.sigma_range, n, generator, device) / self.value_range
-        return per_image(self.sigma, n, generator, device) / self.value_range
+        return draw_sigmas(self.sigma, self.sigma_range, n, generator, device) / self.value_range
 
     def __call__(self, x, generator=None):
         n, c, h, w = x.shape
@@ -118,10 +121,7 @@ class MultiplicativeGaussian:
 
     def __call__(self, x, generator=None):
         n, c, h, w = x.shape
-        if self.sigma_range is not None:
-            sigma = uniform(*self.sigma_range, n, generator, x.device)
-        else:
-            sigma = per_image(self.sigma, n, generator, x.device)
+        sigma = draw_sigmas(self.sigma, self.sigma_range, n, generator, x.device)
         field = randn((n, c if self.per_channel else 1, h, w), generator, x.device, x.dtype)
         if self.blur:
             field = gaussian_blur(field, self.blur_sigma)
