@@ -22,12 +22,11 @@ import torch
 from .config import build, ref
 from .errors import BfcnnError, output_folder
 from .devices import resolve_device
-from .images import find_images, read_image
+from .images import SAMPLE_PHOTOS, convert_channels, find_images, read_image, sample_photo, to_float
 from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "camera")
 DEFAULT_METRICS = [{"type": "psnr"}, {"type": "ssim"}]
 GAUSSIAN = "gaussian"
 NUMBERS = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}
@@ -100,22 +99,6 @@ def corrupt(clean, corruption, level, seed, built=None):
     return built[key](clean.float(), torch.Generator().manual_seed(int(seed)))
 
 
-def sample_photo(name, color_mode):
-    from skimage import data
-
-    array = getattr(data, name)()
-    array = (array[0] if isinstance(array, tuple) else array).astype(np.float32) / 255.0
-    return as_color_mode(array[..., None] if array.ndim == 2 else array[..., :3], color_mode)
-
-
-def as_color_mode(array, color_mode):
-    if color_mode == "grayscale" and array.shape[2] != 1:
-        return array[..., :3].mean(axis=2, keepdims=True)
-    if color_mode == "rgb" and array.shape[2] == 1:
-        return np.repeat(array, 3, axis=2)
-    return array
-
-
 def validation_set(dataset_spec, color_mode, max_images=None):
     """The held-out validation images of the config's dataset (e.g. the photo sample_images keeps out)."""
     if not dataset_spec:
@@ -125,7 +108,7 @@ def validation_set(dataset_spec, color_mode, max_images=None):
         raise BfcnnError(f"evaluate.validation_images: the {dataset_spec['type']} dataset holds out no image "
                          "(give it validation images, or use directories / sample_photos)")
     name = f"{dataset_spec['type']}_validation"
-    return name, [(str(i), lambda t=t: as_color_mode(t[0].float().numpy().transpose(1, 2, 0), color_mode))
+    return name, [(str(i), lambda t=t: convert_channels(t[0].float().numpy().transpose(1, 2, 0), color_mode))
                   for i, t in enumerate(images)]
 
 
@@ -156,7 +139,7 @@ def test_sets(cfg, color_mode, dataset_spec=None):
     photos = cfg.get("sample_photos") or default
     if photos:
         photos = photos[:cfg.get("max_images")]
-        sets.append(("sample_photos", [(n, lambda n=n: sample_photo(n, color_mode)) for n in photos]))
+        sets.append(("sample_photos", [(n, lambda n=n: to_float(sample_photo(n, color_mode))) for n in photos]))
     return sets
 
 

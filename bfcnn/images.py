@@ -1,14 +1,16 @@
-"""Reading and writing images as float arrays in [0, 1].
+"""Reading and writing images: the one place the project decodes and encodes image files.
 
 Pillow decodes 8-bit images of every supported format (gray, RGB, RGBA, palette, CMYK, ...) and 16-bit gray;
 16-bit colour PNGs (which Pillow would cut to 8 bits) go through OpenCV, and 16-bit or float TIFFs through
 tifffile. EXIF orientation is applied on every path. `read_pixels` keeps the file's own integer type
-(uint8 or uint16), so that datasets can hold many images in memory at a quarter of the float size.
+(uint8 or uint16), so that datasets can hold many images in memory at a quarter of the float size, and
+`denoise` can write a result back in the type it came in; `write_pixels` is its counterpart.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".b
 PIL_MODES = {"rgb": "RGB", "grayscale": "L", "gray": "L", "rgba": "RGBA"}
 COLOR_CHANNELS = {"rgb": 3, "grayscale": 1, "gray": 1, "rgba": 4}
 PIL_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# real photos that scikit-image ships (no download): the quick start trains on the colour ones
+COLOR_SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+SAMPLE_PHOTOS = COLOR_SAMPLE_PHOTOS + ("camera",)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what Pillow's convert("L") uses
 ORIENTATION_TAG = 0x0112
 
@@ -91,8 +96,11 @@ def exif_orientation(path) -> int:
         return 1
 
 
-def convert_channels(array: np.ndarray, color_mode: str) -> np.ndarray:
-    """H x W x C (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) to the channels of `color_mode`, same dtype."""
+def convert_channels(array: np.ndarray, color_mode) -> np.ndarray:
+    """H x W x C (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) to the channels of `color_mode`, same dtype.
+    color_mode None keeps the channels as they are."""
+    if color_mode is None:
+        return array
     wanted = COLOR_CHANNELS[color_mode]
     channels = array.shape[2]
     if channels == wanted:
@@ -120,6 +128,17 @@ def _as_hwc(array: np.ndarray) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def stored_mode(image) -> str:
+    """The Pillow mode that keeps what a file holds: L, LA, RGB or RGBA (palette, CMYK, 1-bit, ... converted)."""
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image.mode
+    if image.mode == "1":
+        return "L"
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    return "RGBA" if "A" in image.mode or "a" in image.mode else "RGB"
+
+
 def _read_pillow(path, color_mode) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
@@ -131,12 +150,13 @@ def _read_pillow(path, color_mode) -> np.ndarray:
             else:
                 array = np.clip(array, 0, 65535).astype(np.uint16)
             return convert_channels(array[..., None], color_mode)
-        if image.mode not in (PIL_MODES[color_mode],):
+        wanted = PIL_MODES[color_mode] if color_mode else stored_mode(image)
+        if image.mode != wanted:
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
             if image.mode == "LA" and color_mode == "rgba":
                 image = image.convert("RGBA")
-            image = image.convert(PIL_MODES[color_mode])
+            image = image.convert(wanted)
         return _as_hwc(np.asarray(image))
 
 
@@ -177,10 +197,10 @@ def _read_tiff(path, color_mode):
 
 def read_pixels(path, color_mode="rgb") -> np.ndarray:
     """H x W x C in the file's own type: uint8 for 8-bit images, uint16 for 16-bit ones, float32 in [0, 1]
-    for float TIFFs. Channels converted to `color_mode`, EXIF orientation applied.
-    Raises ImageReadError for anything that is not a readable image."""
+    for float TIFFs. Channels converted to `color_mode` (None: as stored, 1 gray, 2 gray + alpha, 3 RGB or
+    4 RGBA), EXIF orientation applied. Raises ImageReadError for anything that is not a readable image."""
     path = Path(path)
-    if color_mode not in PIL_MODES:
+    if color_mode is not None and color_mode not in PIL_MODES:
         raise ValueError(f"color_mode must be one of {', '.join(PIL_MODES)}, got {color_mode!r}")
     try:
         if path.stat().st_size == 0:
@@ -213,27 +233,78 @@ def read_image(path, color_mode="rgb") -> np.ndarray:
     return to_float(read_pixels(path, color_mode))
 
 
-def write_image(path, array: np.ndarray, bit_depth=8):
-    """Save H x W x C float in [0, 1] as 8-bit, or 16-bit where the format supports it (PNG, TIFF)."""
+def sample_photo(name, color_mode="rgb") -> np.ndarray:
+    """One of SAMPLE_PHOTOS, H x W x C uint8 with the channels of `color_mode`."""
+    from skimage import data
+
+    array = getattr(data, name)()
+    array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle is a (left, right, disparity)
+    return convert_channels(np.ascontiguousarray(_as_hwc(array)[..., :3], dtype=np.uint8), color_mode)
+
+
+def write_back_info(path) -> dict:
+    """What a processed copy of an image file keeps of its metadata: ICC profile, DPI and EXIF, the EXIF
+    orientation left out (read_pixels has turned the pixels upright). Empty where Pillow cannot read the file."""
+    try:
+        with Image.open(path) as image:
+            info = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
+            exif = image.getexif()
+    except Exception:  # e.g. a float TIFF only tifffile reads: nothing to keep
+        return {}
+    exif.pop(ORIENTATION_TAG, None)
+    if len(exif):
+        info["exif"] = exif.tobytes()
+    return info
+
+
+def write_pixels(path, array: np.ndarray, info=None):
+    """Write H x W x C (or H x W) pixels, uint8, uint16 or float in [0, 1], in the format the suffix names,
+    atomically: a temporary file beside it, then a rename, so a failure leaves no half-written image.
+
+    16-bit samples stay 16-bit in PNG and TIFF (float samples become 16-bit PNG or float TIFF); other formats
+    get 8 bits. `info` (from write_back_info) is kept where Pillow writes the file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.clip(array, 0, 1)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    suffix = path.suffix.lower()
-    if bit_depth == 16 and suffix in (".tif", ".tiff"):
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        _write(tmp, _as_hwc(np.asarray(array)), info or {}, path.suffix.lower())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write(path, array, info, suffix):
+    if suffix in (".tif", ".tiff"):  # TIFF holds every sample type as it is
         import tifffile
-        tifffile.imwrite(path, np.round(array * 65535).astype(np.uint16),
-                         photometric="minisblack" if array.ndim == 2 else "rgb")
+
+        if array.shape[2] == 1:
+            tifffile.imwrite(path, array[..., 0], photometric="minisblack")
+        else:
+            tifffile.imwrite(path, array, photometric="rgb" if array.shape[2] in (3, 4) else "minisblack",
+                             planarconfig="contig", extrasamples=(2,) if array.shape[2] in (2, 4) else ())
         return
-    if bit_depth == 16 and suffix == ".png":
-        if array.ndim == 2:
-            Image.fromarray(np.round(array * 65535).astype(np.uint16)).save(path)
-        else:  # Pillow cannot write 16-bit colour PNGs; OpenCV can (it wants BGR order)
-            import cv2
-            pixels = np.round(array * 65535).astype(np.uint16)
-            pixels = np.concatenate([pixels[..., 2::-1], pixels[..., 3:]], axis=2)
-            if not cv2.imwrite(str(path), np.ascontiguousarray(pixels)):
-                raise OSError(f"cannot write {path}")
+    if array.dtype.kind == "f":
+        scale = 65535 if suffix == ".png" else 255
+        array = np.round(np.clip(array, 0, 1) * scale).astype(np.uint16 if scale == 65535 else np.uint8)
+    if array.dtype == np.uint16 and suffix == ".png" and array.shape[2] in (3, 4):
+        import cv2  # Pillow cannot write 16-bit colour PNGs; OpenCV can (it wants BGR order), without metadata
+
+        pixels = np.concatenate([array[..., 2::-1], array[..., 3:]], axis=2)
+        if not cv2.imwrite(str(path), np.ascontiguousarray(pixels)):
+            raise OSError(f"cannot write {path}")
         return
-    Image.fromarray(np.round(array * 255).astype(np.uint8)).save(path)
+    if array.dtype == np.uint16 and not (suffix == ".png" and array.shape[2] == 1):
+        array = np.round(array / 257.0).astype(np.uint8)  # formats (and modes) without 16-bit samples get 8
+    image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    if suffix in (".jpg", ".jpeg", ".jpe", ".jfif"):
+        info = {"quality": 95, **info}
+        if image.mode in ("RGBA", "LA"):  # JPEG has no alpha
+            image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    image.save(path, **info)
+
+
+def write_image(path, array: np.ndarray, bit_depth=8):
+    """Save H x W x C float in [0, 1] as 8-bit, or 16-bit where the format supports it (PNG, TIFF)."""
+    scale, dtype = (65535, np.uint16) if bit_depth == 16 else (255, np.uint8)
+    write_pixels(path, np.round(np.clip(array, 0, 1) * scale).astype(dtype))

@@ -22,11 +22,10 @@ import torch
 
 from bfcnn import hookimpl
 from bfcnn.errors import BfcnnError, ConfigError, RunError
-from bfcnn.images import COLOR_CHANNELS, find_images, read_pixels
+from bfcnn.images import COLOR_CHANNELS, COLOR_SAMPLE_PHOTOS, find_images, read_pixels, sample_photo, to_float
 
 log = logging.getLogger("bfcnn")
 CHANNELS = COLOR_CHANNELS
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 MAX_LISTED_SKIPS = 20
 
 
@@ -151,7 +150,7 @@ class ImageStore:
 
     def __init__(self, arrays):
         if any(a.dtype != np.uint8 for a in arrays):
-            arrays = [to_unit_float(a) for a in arrays]
+            arrays = [to_float(a) for a in arrays]
         self.dtype = arrays[0].dtype
         self.shapes = np.array([a.shape for a in arrays], dtype=np.int64)
         sizes = self.shapes.prod(axis=1)
@@ -167,14 +166,6 @@ class ImageStore:
     def __getitem__(self, i):
         start, end = self.offsets[i], self.offsets[i + 1]
         return self.flat.numpy()[start:end].reshape(self.shapes[i])
-
-
-def to_unit_float(array):
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535
-    return array.astype(np.float32)
 
 
 class CropStream(torch.utils.data.IterableDataset):
@@ -271,7 +262,7 @@ class CropDataset:
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
         self.channels = int(images[0].shape[2])
         self.batch_size = int(batch_size)
-        self.validation = [to_unit_float(v) for v in validation]
+        self.validation = [to_float(v) for v in validation]
         self.num_workers = auto_workers() if num_workers in (None, "auto") else int(num_workers)
         self.prefetch_factor, self.pin_memory = int(prefetch_factor), bool(pin_memory)
         self.worker_start = worker_start
@@ -429,22 +420,13 @@ def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), valida
                   random_up_down=True, random_left_right=True, random_invert=False, augmentations=(),
                   num_workers=0, worker_start="forkserver"):
     """Real photos that scikit-image ships (astronaut, chelsea, coffee, rocket, motorcycle): no download."""
-    from skimage import data
-
     color_mode = resolve_color_mode(color_mode, input_shape)
-    from bfcnn.images import convert_channels
-
-    arrays = []
-    for name in SAMPLE_PHOTOS:
-        array = getattr(data, name)()
-        array = array[0] if isinstance(array, tuple) else array
-        array = array[..., None] if array.ndim == 2 else array[..., :3]
-        arrays.append(convert_channels(np.ascontiguousarray(array, dtype=np.uint8), color_mode))
+    arrays = [sample_photo(name, color_mode) for name in COLOR_SAMPLE_PHOTOS]
     if validation_images >= len(arrays):
         raise ConfigError(f"dataset.validation_images: at most {len(arrays) - 1} of the {len(arrays)} photos")
     return CropDataset(arrays[validation_images:], None, None, batch_size, input_shape, arrays[:validation_images],
                        random_rotate, random_up_down, random_left_right, random_invert, augmentations, "pad",
-                       num_workers, summary={"photos": list(SAMPLE_PHOTOS), "color_mode": color_mode},
+                       num_workers, summary={"photos": list(COLOR_SAMPLE_PHOTOS), "color_mode": color_mode},
                        worker_start=worker_start)
 
 
