@@ -1,7 +1,8 @@
 """denoise image files, folders or globs with a trained or shipped model (tiled, any size, 16-bit kept)
 
 Python API: `Denoiser` (what `bfcnn.load_model` returns: `.denoise(array)` keeps the dtype, `.module` is the
-torch model), `load_denoiser(name_or_path)`, `denoise_files(inputs, output_dir, ...)`, `read_any`/`write_any`.
+torch model), `load_denoiser(name_or_path)`, `denoise_files(inputs, output_dir, ...)`. Files are read and
+written by bfcnn.images (`read_pixels(path, None)` keeps the stored channels and sample type).
 Images are processed tile by tile (bfcnn.tiling): each tile sees `margin` pixels of context on every side,
 at least the model's receptive radius when it can be computed, so the result equals whole-image inference;
 kept regions overlap by `blend` pixels mixed with linear ramps.
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BfcnnError
-from .images import IMAGE_SUFFIXES, find_images, visible_files
-from .tiling import tiled_apply
+from .images import IMAGE_SUFFIXES, ImageReadError, find_images, read_pixels, visible_files, write_back_info, write_pixels
+from .tiling import tiled_apply, tiles
 
 log = logging.getLogger("bfcnn")
 
@@ -104,29 +105,20 @@ class Denoiser:
         """tiling.tiled_apply's tiles and ramps with torch tensors on the device: one upload, one download."""
         import torch
 
-        from .tiling import ramp, starts
-
         height, width, channels = image.shape
         source = torch.from_numpy(np.ascontiguousarray(image if image.dtype != np.uint16 else image.astype(np.int32)))
         source = source.to(self.device)
         out = torch.zeros((channels, height, width), dtype=torch.float32, device=self.device)
         norm = torch.zeros((1, height, width), dtype=torch.float32, device=self.device)
-        step = max(1, tile - blend)
-        for y in starts(height, tile, step):
-            for x in starts(width, tile, step):
-                h, w = min(tile, height - y), min(tile, width - x)
-                y0, x0 = max(0, y - margin), max(0, x - margin)
-                y0, x0 = y0 - y0 % self.size_multiple, x0 - x0 % self.size_multiple
-                y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
-                patch = source[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
-                if scale != 1:
-                    patch = patch * (1.0 / scale)
-                result = self.forward(patch, iterations)[0, :, y - y0:y - y0 + h, x - x0:x - x0 + w]
-                wy = torch.from_numpy(ramp(h, blend if y > 0 else 0, blend if y + h < height else 0)).to(self.device)
-                wx = torch.from_numpy(ramp(w, blend if x > 0 else 0, blend if x + w < width else 0)).to(self.device)
-                weight = wy[:, None] * wx[None, :]
-                out[:, y:y + h, x:x + w] += result * weight
-                norm[:, y:y + h, x:x + w] += weight
+        every_channel = (slice(None),)
+        for t in tiles(height, width, tile, margin, blend, self.size_multiple):
+            patch = source[t.window].permute(2, 0, 1)[None].float()
+            if scale != 1:
+                patch = patch * (1.0 / scale)
+            result = self.forward(patch, iterations)[0][every_channel + t.inner]
+            weight = torch.from_numpy(t.weight).to(self.device)
+            out[every_channel + t.keep] += result * weight
+            norm[every_channel + t.keep] += weight
         del source
         out /= norm
         del norm
@@ -198,22 +190,10 @@ class Denoiser:
         on_device (default: on a GPU) blends the tiles on the device, the image uploaded once in its own dtype.
         """
         array = np.asarray(array)
-        if array.ndim not in (2, 3):
-            raise BfcnnError(f"an image is H x W or H x W x C, got shape {array.shape}")
         squeeze = array.ndim == 2
-        image = array[..., None] if squeeze else array
+        image, alpha = split_alpha(array)
         dtype = image.dtype
-        if dtype == np.uint8:
-            scale = 255.0
-        elif dtype == np.uint16:
-            scale = 65535.0
-        elif np.issubdtype(dtype, np.floating):
-            scale = 1.0
-        else:
-            raise BfcnnError(f"images are uint8, uint16 or float, got {dtype}")
-        alpha = None
-        if image.shape[2] in (2, 4):  # gray + alpha, RGB + alpha: the alpha channel is kept as it is
-            image, alpha = image[..., :-1], image[..., -1:]
+        scale = pixel_scale(dtype)
         iterations = iterations or self.iterations
         tile = self.tile if tile is None else tile
         height, width = image.shape[:2]
@@ -248,6 +228,28 @@ class Denoiser:
         return result
 
 
+def split_alpha(array):
+    """(H x W x C image, alpha H x W x 1 or None) of an H x W or H x W x C array: with 2 or 4 channels the
+    last is alpha, which denoising keeps as it is."""
+    if array.ndim not in (2, 3):
+        raise BfcnnError(f"an image is H x W or H x W x C, got shape {array.shape}")
+    image = array[..., None] if array.ndim == 2 else array
+    if image.shape[2] in (2, 4):
+        return image[..., :-1], image[..., -1:]
+    return image, None
+
+
+def pixel_scale(dtype) -> float:
+    """The value of white: 255 for uint8, 65535 for uint16, 1 for float images."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(dtype, np.floating):
+        return 1.0
+    raise BfcnnError(f"images are uint8, uint16 or float, got {dtype}")
+
+
 def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
     """A Denoiser from a .safetensors file, a run folder, or a shipped model's name (default: DEFAULT_MODEL)."""
     from .checkpoint import find_weights, load_model
@@ -266,96 +268,6 @@ def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
 
 
 # ----------------------------------------------------------------------------------------------- files
-
-def read_any(path):
-    """(H x W x C array in the file's own dtype: uint8, uint16 or float32, metadata for writing back)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            array = tif.asarray(key=0)
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-            array = np.moveaxis(array, 0, 2)  # planar (C x H x W) storage
-        if array.dtype not in (np.uint8, np.uint16):
-            if np.issubdtype(array.dtype, np.floating):
-                array = array.astype(np.float32)
-            else:
-                raise BfcnnError(f"{path}: unsupported TIFF sample type {array.dtype}")
-        return (array[..., None] if array.ndim == 2 else array), {}
-    if suffix == ".png":
-        import cv2  # reads and writes 16-bit color PNG, which Pillow cannot
-
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise BfcnnError(f"{path}: not a readable PNG")
-        if array.ndim == 3:
-            array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        return (array[..., None] if array.ndim == 2 else array), {}
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)  # applied, and the orientation tag dropped from its EXIF
-        info = {key: image.info[key] for key in ("icc_profile", "exif", "dpi") if key in image.info}
-        if image.mode in ("I;16", "I;16B", "I;16L"):
-            array = np.asarray(image, dtype=np.uint16)
-        elif image.mode not in ("L", "RGB", "RGBA", "LA"):
-            array = np.asarray(image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"))
-        else:
-            array = np.asarray(image)
-    return (array[..., None] if array.ndim == 2 else array), info
-
-
-def write_any(path, array, info=None):
-    """Write an H x W x C uint8/uint16 array in the format its suffix names (16-bit to PNG and TIFF),
-    atomically: a temporary file beside it, then a rename, so a failure leaves no half-written image."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write_file(tmp, array, info, path.suffix.lower())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_file(path, array, info, suffix):
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        if array.shape[2] == 1:
-            tifffile.imwrite(path, array[..., 0], photometric="minisblack")
-        else:
-            tifffile.imwrite(path, array, photometric="rgb" if array.shape[2] in (3, 4) else "minisblack",
-                             planarconfig="contig", extrasamples=(2,) if array.shape[2] in (2, 4) else ())
-        return
-    if np.issubdtype(array.dtype, np.floating):  # float samples only go to TIFF: 16 bits for PNG, else 8
-        scale = 65535 if suffix == ".png" else 255
-        array = np.round(np.clip(array, 0, 1) * scale).astype(np.uint16 if scale == 65535 else np.uint8)
-    if suffix == ".png" and array.shape[2] != 2:
-        import cv2
-
-        out = array[..., 0] if array.shape[2] == 1 else array
-        if out.ndim == 3:
-            out = cv2.cvtColor(out, cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(path), out):
-            raise BfcnnError(f"{path}: could not write")
-        return
-    from PIL import Image
-
-    if array.dtype == np.uint16:  # formats without 16-bit samples get 8
-        array = np.round(array / 257.0).astype(np.uint8)
-    image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
-    kwargs = dict(info or {})
-    if suffix in (".jpg", ".jpeg"):
-        kwargs.setdefault("quality", 95)
-        if image.mode in ("RGBA", "LA"):
-            image = image.convert("RGB" if image.mode == "RGBA" else "L")
-    image.save(path, **kwargs)
-
 
 def expand_inputs(inputs) -> list[tuple[Path, Path]]:
     """(file, path relative to what was named) for files, folders (recursive) and globs; BfcnnError if any
@@ -452,16 +364,13 @@ def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, c
     if runtime is None:
         runtime = runtime_function()
         channels = channels or runtime_channels(model_file, backend)
-    alpha = None
-    if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel is kept as it is
-        array, alpha = array[..., :-1], array[..., -1:]
-    dtype = array.dtype
-    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(dtype, 1.0)
-    x = array.astype(np.float32) / scale if scale != 1.0 else array.astype(np.float32)
-    x = x[..., None] if x.ndim == 2 else x
+    squeeze = np.ndim(array) == 2
+    image, alpha = split_alpha(np.asarray(array))
+    dtype, scale = image.dtype, pixel_scale(image.dtype)
+    x = image.astype(np.float32) / scale if scale != 1.0 else image.astype(np.float32)
 
-    def run(image):
-        return np.asarray(runtime(image, str(model_file), backend, tile=tile), dtype=np.float32).reshape(image.shape)
+    def run(pixels):
+        return np.asarray(runtime(pixels, str(model_file), backend, tile=tile), dtype=np.float32).reshape(pixels.shape)
 
     if x.shape[2] == 1 and channels and channels > 1:
         y = run(np.repeat(x, channels, axis=2)).mean(axis=2, keepdims=True)
@@ -469,9 +378,9 @@ def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, c
         y = np.concatenate([run(x[..., i:i + 1]) for i in range(x.shape[2])], axis=2)
     else:
         y = run(x)
-    y = y.reshape(array.shape)
     y = Denoiser.to_dtype(y, scale, dtype, clip=True)
-    return y if alpha is None else np.concatenate([y, alpha], axis=2)
+    y = y if alpha is None else np.concatenate([y, alpha], axis=2)
+    return y[..., 0] if squeeze else y
 
 
 def find_model_file(model, backend) -> Path:
@@ -537,14 +446,14 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
     for path, target in bar:
         bar.set_postfix_str(path.name, refresh=False)
         try:
-            array, info = read_any(path)
-            result = run(array)
-            write_any(target, result, info)
+            result = run(read_pixels(path, None))
+            write_pixels(target, result, write_back_info(path))
             written.append(str(target))
         except KeyboardInterrupt:
             raise
         except Exception as error:  # one unreadable or odd file must not stop the batch
-            failed[str(path)] = f"{type(error).__name__}: {error}" if not isinstance(error, BfcnnError) else str(error)
+            known = isinstance(error, (BfcnnError, ImageReadError))  # their messages say what is wrong already
+            failed[str(path)] = str(error) if known else f"{type(error).__name__}: {error}"
             tqdm.write(f"bfcnn: failed: {path}: {failed[str(path)]}", file=sys.stderr)
     return {"written": written, "failed": failed}
 

@@ -7,6 +7,8 @@ regions also overlap by `blend` pixels and are mixed with linear ramps, which hi
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -26,30 +28,45 @@ def starts(size, tile, step):
     return sorted(set(points))
 
 
-def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
-    """Apply fn (N x C x h x w float32 -> same shape) to an H x W x C float image, tile by tile.
+class Tile(NamedTuple):
+    window: tuple  # (rows, columns) slices of the image the model sees: the kept region and its context
+    keep: tuple  # (rows, columns) slices of the image this tile writes
+    inner: tuple  # the kept region inside the model's output for `window`
+    weight: np.ndarray  # h x w float32 blending weights of the kept region
 
-    `out` may be a preallocated H x W x C float32 array (e.g. a memory map) to bound memory further.
-    `align`: each tile's input starts at a multiple of it, so a model that downsamples by `align` sees the
-    same pixel grid as on the whole image.
+
+def tiles(height, width, tile=512, margin=32, blend=16, align=1):
+    """The tiles that cover an H x W image, for tiled_apply here and Denoiser's on-device loop alike.
+
+    `align`: each window starts at a multiple of it, so a model that downsamples by `align` sees the same
+    pixel grid as on the whole image.
     """
-    height, width, channels = image.shape
-    out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
-    norm = np.zeros((height, width, 1), dtype=np.float32)
     step = max(1, tile - blend)
-    ys, xs = starts(height, tile, step), starts(width, tile, step)
-    for y in ys:
-        for x in xs:
+    for y in starts(height, tile, step):
+        for x in starts(width, tile, step):
             h, w = min(tile, height - y), min(tile, width - x)
             y0, x0 = max(0, y - margin), max(0, x - margin)
             y0, x0 = y0 - y0 % align, x0 - x0 % align
             y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
-            patch = np.ascontiguousarray(image[y0:y1, x0:x1].transpose(2, 0, 1)[None], dtype=np.float32)
-            result = fn(patch)[0].transpose(1, 2, 0)[y - y0:y - y0 + h, x - x0:x - x0 + w]
             wy = ramp(h, blend if y > 0 else 0, blend if y + h < height else 0)
             wx = ramp(w, blend if x > 0 else 0, blend if x + w < width else 0)
-            weight = (wy[:, None] * wx[None, :])[..., None]
-            out[y:y + h, x:x + w] += result * weight
-            norm[y:y + h, x:x + w] += weight
+            yield Tile((slice(y0, y1), slice(x0, x1)), (slice(y, y + h), slice(x, x + w)),
+                       (slice(y - y0, y - y0 + h), slice(x - x0, x - x0 + w)), wy[:, None] * wx[None, :])
+
+
+def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
+    """Apply fn (N x C x h x w float32 -> same shape) to an H x W x C float image, tile by tile.
+
+    `out` may be a preallocated H x W x C float32 array (e.g. a memory map) to bound memory further;
+    `align` as in tiles().
+    """
+    height, width, channels = image.shape
+    out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
+    norm = np.zeros((height, width, 1), dtype=np.float32)
+    for t in tiles(height, width, tile, margin, blend, align):
+        patch = np.ascontiguousarray(image[t.window].transpose(2, 0, 1)[None], dtype=np.float32)
+        result = fn(patch)[0].transpose(1, 2, 0)[t.inner]
+        out[t.keep] += result * t.weight[..., None]
+        norm[t.keep] += t.weight[..., None]
     out /= norm
     return out

@@ -10,7 +10,8 @@ import torch
 import bfcnn
 from bfcnn.checkpoint import save_model
 from bfcnn.cli import main
-from bfcnn.denoise import Denoiser, read_any, receptive_radius, write_any
+from bfcnn.denoise import Denoiser, receptive_radius
+from bfcnn.images import read_pixels, write_pixels
 
 SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
 
@@ -170,22 +171,45 @@ def test_load_model_gives_a_denoiser_that_is_still_the_module(weights):
 
 @pytest.mark.parametrize("name,dtype,channels", [
     ("a.tif", np.uint16, 3), ("b.tiff", np.uint8, 1), ("c.png", np.uint16, 3), ("d.png", np.uint8, 4),
-    ("e.png", np.uint16, 1), ("f.jpg", np.uint8, 3), ("g.tif", np.float32, 3)])
+    ("e.png", np.uint16, 1), ("f.jpg", np.uint8, 3), ("g.tif", np.float32, 3), ("h.png", np.uint8, 2),
+    ("i.tif", np.uint16, 4), ("j.webp", np.uint8, 3)])
 def test_read_write_round_trip(tmp_path, name, dtype, channels):
     rng = np.random.default_rng(0)
     if dtype == np.float32:
         array = rng.random((12, 17, channels), dtype=np.float32)
     else:
         array = rng.integers(0, np.iinfo(dtype).max + 1, (12, 17, channels)).astype(dtype)
-    if name.endswith(".jpg"):
+    if name.endswith((".jpg", ".webp")):
         array = np.repeat(np.repeat(photo(6, 9), 2, 0), 2, 1)[:12, :17]
-    write_any(tmp_path / name, array)
-    back, _ = read_any(tmp_path / name)
+    write_pixels(tmp_path / name, array)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
+    back = read_pixels(tmp_path / name, None)
     assert back.dtype == array.dtype and back.shape == array.shape
-    if name.endswith(".jpg"):
+    if name.endswith((".jpg", ".webp")):
         assert np.abs(back.astype(int) - array).mean() < 6
     else:
         np.testing.assert_array_equal(back, array)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_cli_turns_exif_rotated_photos_upright_and_keeps_their_metadata(tmp_path, weights, suffix):
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned, the viewer turns the pixels 90 degrees clockwise
+    exif[0x010F] = "bfcnn-test-camera"  # Make
+    source = tmp_path / f"turned{suffix}"
+    Image.fromarray(photo(24, 40)).save(source, exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300))
+    out = tmp_path / "out"
+    assert main(["denoise", str(source), "-o", str(out), "--model", str(weights), "-q"]) == 0
+    assert read_pixels(out / source.name, None).shape == (40, 24, 3)  # upright, as every viewer shows it
+    with Image.open(out / source.name) as result:
+        assert result.size == (24, 40)
+        assert result.info["icc_profile"] == icc
+        assert result.getexif().get(0x010F) == "bfcnn-test-camera"
+        assert 0x0112 not in result.getexif()  # turned already: a viewer must not turn it again
+        assert tuple(round(v) for v in result.info["dpi"]) == (300, 300)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -195,9 +219,9 @@ def images(tmp_path):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     base = photo(40, 56)
-    write_any(folder / "one.png", base)
-    write_any(folder / "sub" / "two.jpg", base[::-1])
-    write_any(folder / "deep16.tif", base.astype(np.uint16) * 257)
+    write_pixels(folder / "one.png", base)
+    write_pixels(folder / "sub" / "two.jpg", base[::-1])
+    write_pixels(folder / "deep16.tif", base.astype(np.uint16) * 257)
     return folder
 
 
@@ -206,10 +230,10 @@ def test_cli_files_folders_and_globs(tmp_path, images, weights, capsys):
     assert main(["denoise", str(images), "-o", str(out), "--model", str(weights), "-q"]) == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["deep16.tif", "one.png", "sub/two.jpg"]
-    tif, _ = read_any(out / "deep16.tif")
+    tif = read_pixels(out / "deep16.tif", None)
     assert tif.dtype == np.uint16 and tif.shape == (40, 56, 3)
-    expected = bfcnn.load_model(weights).denoise(read_any(images / "one.png")[0])
-    np.testing.assert_array_equal(read_any(out / "one.png")[0], expected)
+    expected = bfcnn.load_model(weights).denoise(read_pixels(images / "one.png", None))
+    np.testing.assert_array_equal(read_pixels(out / "one.png", None), expected)
     out2 = tmp_path / "out2"
     assert main(["denoise", str(images / "**" / "*.jpg"), str(images / "one.png"), "-o", str(out2), "--model",
                  str(weights), "--suffix", "_dn", "--format", "png", "--tile", "16", "--iterations", "2", "-q"]) == 0
@@ -280,8 +304,8 @@ def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
                  "onnx", "--model", str(tmp_path), "--tile", "256", "-q"]) == 0
     assert {(c[0], c[3], c[4]) for c in calls} == {(np.dtype(np.float32), "onnx", 256)}
     assert calls[0][2].endswith("model.onnx")
-    original = read_any(images / "deep16.tif")[0]
-    inverted = read_any(out / "deep16.tif")[0]
+    original = read_pixels(images / "deep16.tif", None)
+    inverted = read_pixels(out / "deep16.tif", None)
     assert inverted.dtype == np.uint16
     np.testing.assert_array_equal(inverted, 65535 - original)
 
@@ -296,7 +320,7 @@ def test_folders_say_which_files_they_leave_out_and_named_files_are_tried(tmp_pa
     assert not (out / "anim.gif").exists() and (out / "one.png").is_file()
     assert ".gif, .txt left out" in caplog.text
     assert main(["denoise", str(images / "anim.gif"), "-o", str(out), "--model", str(weights), "-q"]) == 0
-    assert read_any(out / "anim.gif")[0].shape == (32, 40, 3)
+    assert read_pixels(out / "anim.gif", None).shape == (32, 40, 3)
 
 
 def test_hidden_folders_are_neither_denoised_nor_reported_as_left_out(tmp_path, images, weights, caplog):
