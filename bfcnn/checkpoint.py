@@ -188,16 +188,32 @@ def recover(run_dir) -> list[str]:
     return done
 
 
+def check_fits(folder, model):
+    """BfcnnError unless a checkpoint folder's weights fit `model`, names and shapes (read from the file's
+    header: no tensor is loaded, so a run folder can be checked before anything else happens)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as f:
+        saved = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = [f"{key} missing" for key in wanted.keys() - saved.keys()]
+    problems += [f"unexpected {key}" for key in saved.keys() - wanted.keys()]
+    problems += [f"{key} is {saved[key]}, the model wants {wanted[key]}"
+                 for key in wanted.keys() & saved.keys() if saved[key] != wanted[key]]
+    if problems:
+        problems.sort()
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise BfcnnError(f"{folder}: these weights do not fit the configured model ({'; '.join(problems[:3])}{more}); "
+                         "use another output folder or the model the run was started with")
+
+
 def load_checkpoint(folder, model, optimizer=None) -> dict:
     """Load weights (and optimizer state) into the given objects; return state.json's content, plus
     "tensors": the content of state.safetensors ({} when absent)."""
     folder = Path(folder)
     info = json.loads((folder / "state.json").read_text())
-    try:
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    except RuntimeError as error:
-        raise BfcnnError(f"{folder}: these weights do not fit the configured model ({str(error).splitlines()[0]}); "
-                         "use another output folder or the model the run was started with") from None
+    check_fits(folder, model)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
     if optimizer is not None and (folder / "optimizer.safetensors").is_file():
         optimizer.load_state_dict(optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")),
                                                       info["optimizer"]))

@@ -36,11 +36,11 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
             build("exporter", spec)
     output_dir = Path(output_dir)
     if "train" in wanted:  # a folder that holds another model's run is refused before its config.yaml is replaced
-        from .checkpoint import latest_checkpoint, load_checkpoint
+        from .checkpoint import check_fits, latest_checkpoint
 
         latest = latest_checkpoint(output_dir)
         if latest is not None:
-            load_checkpoint(latest, build("model", config["model"]))
+            check_fits(latest, build("model", config["model"]))
     # under torchrun every rank trains, but only rank 0 writes files and runs the other stages
     writer = int(os.environ.get("RANK", "0")) == 0
     if writer:

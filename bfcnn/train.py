@@ -510,10 +510,11 @@ class Trainer:
         self.model.eval()
         results = {}
         try:
+            crop = self.cfg.get("validation_crop")
+            cleans = [center_crop(image, crop).to(self.device) for image in images]  # uploaded once, not per sigma
             for sigma in self.cfg["validation_sigmas"]:
                 sums = {name: 0.0 for name, _ in self.metrics}
-                for index, image in enumerate(images):
-                    clean = center_crop(image, self.cfg.get("validation_crop")).to(self.device)
+                for index, clean in enumerate(cleans):
                     generator = torch.Generator(device=self.device).manual_seed(mix(self.seed, 4, index, int(sigma * 1000)))
                     noisy = clean + (sigma / 255.0) * torch.randn(clean.shape, generator=generator, device=self.device)
                     with self.autocast():

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 import bfcnn
-from bfcnn.checkpoint import (find_weights, latest_checkpoint, load_checkpoint, load_model, read_model_spec, recover,
+from bfcnn.checkpoint import (check_fits, find_weights, latest_checkpoint, load_checkpoint, load_model, read_model_spec, recover,
                               save_checkpoint, save_model, step_checkpoints)
 from bfcnn.errors import BfcnnError
 
@@ -97,8 +97,12 @@ def test_weights_of_another_model_give_a_clear_error(tmp_path):
     model, optimizer = model_and_optimizer()
     folder = save_checkpoint(tmp_path, 1, model, SPEC, optimizer)
     other = bfcnn.build("model", {**SPEC, "filters": 5})
-    with pytest.raises(BfcnnError, match="do not fit the configured model"):
+    with pytest.raises(BfcnnError, match=r"do not fit the configured model \(.* is \(\d+, \d+, 3, 3\), the model wants"):
         load_checkpoint(folder, other)
+    deeper = bfcnn.build("model", {**SPEC, "depth": SPEC.get("depth", 3) + 2})
+    with pytest.raises(BfcnnError, match=r"missing"):
+        check_fits(folder, deeper)
+    check_fits(folder, bfcnn.build("model", SPEC))  # the model it was saved from fits
 
 
 def test_find_weights_errors(tmp_path):
