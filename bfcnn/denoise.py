@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -98,7 +99,9 @@ class Denoiser:
         self.iterations = iterations
         self.precision = precision
         self.source = source
-        self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)
+        self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)  # sizes the model needs: padded to
+        # tiles start on the model's sampling grid (a pyramid's, a pooling's) so they see the whole image's pixels
+        self.align = math.lcm(self.size_multiple, int(getattr(module, "grid", 1) or 1))
         self.on_device = self.device.type == "cuda"  # blend tiles on the GPU; on a CPU numpy's path is leaner
 
     def denoise_on_device(self, image, scale, iterations, tile, margin, blend, clip):
@@ -111,7 +114,7 @@ class Denoiser:
         out = torch.zeros((channels, height, width), dtype=torch.float32, device=self.device)
         norm = torch.zeros((1, height, width), dtype=torch.float32, device=self.device)
         every_channel = (slice(None),)
-        for t in tiles(height, width, tile, margin, blend, self.size_multiple):
+        for t in tiles(height, width, tile, margin, blend, self.align):
             patch = source[t.window].permute(2, 0, 1)[None].float()
             if scale != 1:
                 patch = patch * (1.0 / scale)
@@ -207,7 +210,7 @@ class Denoiser:
             result = self.denoise_on_device(image, scale, iterations, tile, margin, blend, clip).astype(dtype, copy=False)
         else:
             result = tiled_apply(image, self.tile_fn(scale, iterations), tile=tile, margin=margin, blend=blend, out=out,
-                                 align=self.size_multiple)
+                                 align=self.align)
             result = self.to_dtype(result, scale, dtype, clip)
         if alpha is not None:
             result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)

@@ -170,8 +170,13 @@ def downsample(x):
 
 
 def upsample(x, size):
-    """Bilinear up-sampling to an exact size (so odd sizes round-trip)."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    """Bilinear up-sampling by exactly 2, cropped to `size` (ceil(n / 2) -> n, so odd sizes round-trip).
+
+    The factor is fixed rather than size / ceil(size / 2): the coarse grid then sits at the same place for every
+    image size, which keeps the levels registered on odd sizes and makes tiles agree with the whole image.
+    """
+    up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    return up[..., :size[0], :size[1]]
 
 
 def laplacian_pyramid(x, levels: int) -> list:

@@ -85,6 +85,53 @@ def test_models_that_resample_get_a_wide_margin_and_their_size_multiple():
     np.testing.assert_allclose(denoiser.denoise(image, tile=40, blend=8, clip=False, on_device=True), out, atol=1e-5)
 
 
+MULTISCALE = {
+    "resnet, 3 levels, shared": {"type": "resnet", "levels": 3, "filters": 4, "no_layers": 1, "shared_weights": True},
+    "gatenet, 2 levels": {"type": "gatenet", "levels": 2, "filters": 4, "no_layers": 1},
+    "sparse_resnet, local normalization": {"type": "sparse_resnet", "filters": 4, "no_layers": 1,
+                                          "local_normalization": 5},
+    "unet, 2 levels": {"type": "unet", "levels": 2, "filters": 4, "no_layers": 1, "downsamplings": 2},
+}
+
+
+def randomized(spec, seed=0):
+    """A model whose every weight and running statistic is random: residual branches start at zero and would
+    otherwise hide what a block adds to the context."""
+    torch.manual_seed(seed)
+    model = bfcnn.build("model", spec)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5 if "running" in name else torch.randn_like(tensor) * 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MULTISCALE)
+def test_multiscale_models_state_a_context_bound_that_holds(name):
+    """The stated radius bounds the pixels an output pixel depends on (its gradient's support)."""
+    model = randomized(MULTISCALE[name])
+    radius = receptive_radius(model)
+    size = 2 * radius + 41
+    x = (torch.rand(1, 3, size, size) + 0.1).requires_grad_()
+    model(x)[0, :, size // 2, size // 2].sum().backward()
+    rows, cols = np.nonzero(x.grad[0].abs().sum(0).numpy())
+    reach = max(np.abs(rows - size // 2).max(), np.abs(cols - size // 2).max())
+    assert 0 < reach <= radius, (reach, radius)
+
+
+@pytest.mark.parametrize("name", MULTISCALE)
+def test_multiscale_models_tile_exactly_on_odd_sizes(name):
+    """Tiles start on the pyramid's (and the pooling's) grid, with the stated context: the result is the whole
+    image's. Before the up-sampling used a fixed factor of 2, odd sizes shifted the levels against each other."""
+    model = randomized(MULTISCALE[name])
+    denoiser = Denoiser(model)
+    assert denoiser.exact and denoiser.align == model.grid
+    image = photo(75, 91).astype(np.float32) / 255
+    whole = whole_image(model, image)
+    np.testing.assert_allclose(denoiser.denoise(image, tile=37, blend=8, clip=False), whole, atol=1e-5)
+    np.testing.assert_allclose(denoiser.denoise(image, tile=37, blend=8, clip=False, on_device=True), whole, atol=1e-5)
+
+
 @pytest.mark.parametrize("tile,blend", [(32, 0), (48, 8), (64, 16), (0, 16)])
 def test_tiled_equals_whole_image_within_a_hundredth_of_a_db(weights, tile, blend):
     clean = photo().astype(np.float32) / 255

@@ -109,6 +109,8 @@ class ResNetCore(nn.Module):
             ResidualBlock(filters, kernel_size, batchnorm, bias_free, act, gated, sparse, threshold)
             for _ in range(no_layers)])
         self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
+        self.radius = (2 * no_layers + 2) * (kernel_size // 2)  # stem, two convs a block, head; gates are per pixel
+        self.grid = 1
 
     def forward(self, x, context=None):
         h = self.stem(x)
@@ -147,6 +149,11 @@ class UNetCore(nn.Module):
             conv_stage(widths[s + 1] + widths[s], widths[s], no_layers, kernel_size, batchnorm, bias_free, act)
             for s in reversed(range(downsamplings)))
         self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
+        # a bound on the context: every stage's convs at their stride, down the encoders and up the decoders,
+        # each max-pool's and each up-sampling's reach, the head
+        p, n, d = kernel_size // 2, no_layers, downsamplings
+        self.radius = n * p * (2 ** (d + 1) - 1) + (2 ** d - 1) + 2 * (2 ** d - 1) + n * p * (2 ** d - 1) + p
+        self.grid = 2 ** d  # the max-pools' phase: tiles must start on it to pool the same pixels
 
     def forward(self, x, context=None):
         h = self.stem(x)
@@ -169,6 +176,21 @@ class UNetCore(nn.Module):
 # the wrapper: normalization, multiscale, output stage, regularization
 
 NORM_EPS = 1e-4  # added to the variance of mean/std normalization: one of the constants that break homogeneity
+
+
+def pyramid_radius(core_radius, levels):
+    """A bound on the context of an output pixel of a core run in a Laplacian pyramid (full-resolution pixels).
+
+    Level l runs at stride 2^l: its Gaussian image reaches 2 (2^l - 1) pixels (a 5-tap blur per step), its band
+    one coarse pixel more (the bilinear up-sampling), its core `core_radius` of its own pixels, and the estimate
+    handed down from the coarser level one coarse pixel more again.
+    """
+    top = levels - 1
+    radius = 2 * (2 ** top - 1) + core_radius * 2 ** top
+    for level in reversed(range(top)):
+        band = 2 * (2 ** (level + 1) - 1) + 2 ** (level + 1)
+        radius = max(band, radius + 2 ** (level + 1)) + core_radius * 2 ** level
+    return radius
 
 
 class Denoiser(nn.Module):
@@ -203,6 +225,15 @@ class Denoiser(nn.Module):
                 block.zero_branch()
         self.bias_free = bool(homogeneous_core and local_normalization < 0 and not clip_values
                               and final_activation in ("linear", "relu"))
+        # what tiled inference (bfcnn.denoise) needs to equal whole-image inference: the context of a pixel
+        # and the sampling grid that tiles must start on
+        core = self.core if levels == 1 or shared_weights else self.cores[0]
+        self.grid = 2 ** (levels - 1) * core.grid
+        self.receptive_radius = pyramid_radius(core.radius, levels)
+        if local_normalization == 0:  # statistics of the whole image: no tile sees them
+            self.receptive_radius = None
+        elif local_normalization > 0:
+            self.receptive_radius += local_normalization // 2 + 1
 
     def core_of(self, level):
         if self.levels == 1 or self.shared_weights:
