@@ -161,6 +161,8 @@ def error_messages(error: jsonschema.ValidationError) -> list[str]:
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]
         return [f"{path}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in extras]
+    if error.validator == "not" and "description" in error.schema:  # e.g. an even kernel_size: say the rule
+        return [f"{path}: {error.instance!r}: {error.schema['description']}"]
     return [f"{path}: {error.message}"]
 
 
@@ -171,7 +173,7 @@ def validate(config: dict, registries=None) -> dict:
     validator = jsonschema.Draft202012Validator(config_schema(registries))
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     problems = list(dict.fromkeys(m for e in errors for m in error_messages(e)))
-    problems += consistency_problems(config)
+    problems += consistency_problems(config, registries or default_registries())
     if problems:
         raise ConfigError(problems)
     return config
@@ -189,11 +191,20 @@ def channels_of(section: dict, section_name: str):
     return None
 
 
-def consistency_problems(config: dict) -> list:
+def default_channels(model: dict, registries):
+    """(description, channels) of a model section that leaves its channels to the model's schema default."""
+    registry = registries["model"]
+    if model.get("type") not in registry:
+        return None
+    default = registry.get(model["type"]).schema.get("properties", {}).get("channels", {}).get("default")
+    return (f"model {model['type']!r} (by default)", default) if isinstance(default, int) else None
+
+
+def consistency_problems(config: dict, registries) -> list:
     model, dataset = config.get("model"), config.get("dataset")
     if not (isinstance(model, dict) and isinstance(dataset, dict)):
         return []
-    model_channels = channels_of(model, "model")
+    model_channels = channels_of(model, "model") or default_channels(model, registries)
     data_channels = ([channels_of({"color_mode": dataset["color_mode"]}, "dataset")] if "color_mode" in dataset
                      else []) + [channels_of({"input_shape": dataset.get("input_shape")}, "dataset")]
     problems = []

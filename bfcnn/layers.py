@@ -36,26 +36,34 @@ def conv(in_channels, out_channels, kernel_size=3, bias=False, stride=1) -> nn.C
 
 
 class BiasFreeBatchNorm(nn.Module):
-    """Batch norm without mean subtraction or shift: x * gamma / sqrt(E[x^2] + eps), per channel.
+    """Batch norm without mean subtraction or shift: x * gamma / sqrt(var + eps), per channel.
 
-    Training divides by the batch's root mean square (one fused reduction, accumulated in float32 whatever the
-    input dtype) and updates `running_var`; eval uses `running_var`, so in eval mode the layer is a fixed
-    per-channel scale and the network stays homogeneous. Plain tensor ops only: torch.compile fuses it.
+    `statistic` "std" (the paper's): var is the batch's variance (its mean is taken out of the statistic,
+    never out of x); "rms": the batch's mean square, E[x^2]. Both scale with the input, so the layer keeps the
+    network homogeneous. Training accumulates in float32 whatever the input dtype and updates `running_var`;
+    eval uses `running_var`, a fixed per-channel scale. Plain tensor ops only: torch.compile fuses it.
     """
 
-    def __init__(self, channels, momentum=0.1, eps=1e-5, slots=1):
+    STATISTICS = ("std", "rms")
+
+    def __init__(self, channels, momentum=0.1, eps=1e-5, slots=1, statistic="std"):
         super().__init__()
+        if statistic not in self.STATISTICS:
+            raise ValueError(f"statistic must be one of {', '.join(self.STATISTICS)}, got {statistic!r}")
         self.weight = nn.Parameter(torch.ones(channels))
         self.register_buffer("running_var", torch.ones(channels) if slots == 1 else torch.ones(slots, channels))
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.statistic = momentum, eps, statistic
         self.slot = 0  # the row of running_var in use, with slots > 1 (see per_level_statistics)
 
     def forward(self, x):
         running = self.running_var if self.running_var.dim() == 1 else self.running_var[self.slot]
         if self.training:
-            count = x.numel() // x.shape[1]
-            norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
-            var = norm * norm / count
+            accumulate = torch.promote_types(x.dtype, torch.float32)
+            if self.statistic == "std":  # Welford's: E[x^2] - E[x]^2 would cancel where the mean is large
+                var = torch.var_mean(x.to(accumulate), dim=(0, 2, 3), unbiased=False)[0]
+            else:  # one fused reduction
+                norm = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=accumulate)
+                var = norm * norm / (x.numel() // x.shape[1])
             with torch.no_grad():
                 running.lerp_(var.detach().to(running.dtype), self.momentum)
         else:
@@ -63,9 +71,16 @@ class BiasFreeBatchNorm(nn.Module):
         scale = self.weight * torch.rsqrt(var.to(self.weight.dtype) + self.eps)
         return x * scale.view(1, -1, 1, 1).to(x.dtype)
 
+    def extra_repr(self):
+        return f"{self.weight.numel()}, statistic={self.statistic!r}"
 
-def batch_norm(channels, bias_free=True) -> nn.Module:
-    return BiasFreeBatchNorm(channels) if bias_free else nn.BatchNorm2d(channels)
+
+def batch_norm(channels, bias_free=True, batchnorm=True) -> nn.Module:
+    """The batch norm a model's `batchnorm` key asks for: true or "std", the paper's bias-free one (divide by the
+    batch's standard deviation); "rms", divide by its root mean square; torch's own when not bias_free."""
+    if not bias_free:
+        return nn.BatchNorm2d(channels)
+    return BiasFreeBatchNorm(channels, statistic="rms" if batchnorm == "rms" else "std")
 
 
 class SlottedBatchNorm2d(nn.BatchNorm2d):
@@ -92,7 +107,7 @@ def per_level_statistics(core: nn.Module, levels: int) -> list[nn.Module]:
     for parent in list(core.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, BiasFreeBatchNorm):
-                new = BiasFreeBatchNorm(child.weight.numel(), child.momentum, child.eps, slots=levels)
+                new = BiasFreeBatchNorm(child.weight.numel(), child.momentum, child.eps, levels, child.statistic)
             elif isinstance(child, nn.BatchNorm2d) and not isinstance(child, SlottedBatchNorm2d):
                 new = SlottedBatchNorm2d(child.num_features, levels, child.momentum, child.eps)
             else:

@@ -182,6 +182,25 @@ def test_seed_channel_mismatch_names_both_keys():
     assert any("model.input_shape" in p and "dataset.color_mode" in p for p in problems)
 
 
+@pytest.mark.parametrize("model, found", [({"type": "dncnn"}, True), ({"type": "resnet"}, True),
+                                          ({"type": "resnet", "input_shape": ["?", "?", 1]}, False),
+                                          ({"type": "dncnn", "channels": 1}, False)])
+def test_a_model_left_at_its_default_channels_is_checked_against_the_data(model, found):
+    """A 3-channel model by default on gray crops: caught when the config is read, not by a crash in training."""
+    config = {"model": model, "dataset": {"type": "sample_images", "color_mode": "grayscale"}}
+    if not found:
+        assert load_config(config) == config
+        return
+    assert problems_of(config) == [f"model {model['type']!r} (by default): the model takes 3 channel(s) but "
+                                   "dataset.color_mode gives 1"]
+
+
+def test_an_even_kernel_size_is_refused_with_the_rule():
+    for name in ("dncnn", "resnet", "unet"):
+        assert problems_of({"model": {"type": name, "kernel_size": 4}}) == [
+            "model.kernel_size: 4: must be odd (a 'same' convolution keeps the image's size)"]
+
+
 def test_seed_noise_keys_and_a_noise_section_do_not_mix(tiny_config):
     tiny_config["dataset"]["additional_noise"] = [5]
     assert "dataset.additional_noise" in problems_of(tiny_config)[0]

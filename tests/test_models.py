@@ -73,12 +73,16 @@ def channels_of(model):
 
 
 def warmed_up(spec, seed=0, dtype=torch.float32):
-    """The model with non-trivial batch-norm statistics (a few train-mode passes), in eval mode."""
+    """The model with every weight moved off its initial value and non-trivial batch-norm statistics (a few
+    train-mode passes), in eval mode. Residual branches start at zero and gates nearly constant: unperturbed,
+    whatever a block adds would take no part in the tests."""
     torch.manual_seed(seed)
     model = bfcnn.build("model", spec).to(dtype)
     c = channels_of(model)
     model.train()
     with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
         for _ in range(3):
             model(torch.rand(2, c, 16, 16, dtype=dtype))
     return model.eval()
@@ -94,29 +98,42 @@ def max_homogeneity_error(model, x, scales=SCALES):
         return max(relative_error(model(a * x), a * fx) for a in scales)
 
 
+BUILT_IN = ("dncnn", "resnet", "sparse_resnet", "gatenet", "unet")
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_has_bias_free_and_default_build_is_bias_free(name):
     model = bfcnn.build("model", tiny_spec(name))
     assert isinstance(model.bias_free, bool)
-    if name in ("dncnn", "resnet", "sparse_resnet", "gatenet", "unet"):
+    if name in BUILT_IN:
         assert model.bias_free
+
+
+def skip_unless_bias_free(model, spec):
+    """Plugin models may be ordinary; the built-ins' default and multiscale forms must all be bias-free."""
+    assert model.bias_free or spec["type"] not in BUILT_IN, f"{spec} reports bias_free false"
+    if not model.bias_free:
+        pytest.skip(f"{spec['type']} is not bias-free")
 
 
 @pytest.mark.parametrize("spec", CASES)
 def test_homogeneous(spec):
     model = warmed_up(spec)
-    if not model.bias_free:
-        pytest.skip(f"{spec['type']} is not bias-free")
+    skip_unless_bias_free(model, spec)
     x = torch.rand(2, channels_of(model), 24, 20, generator=torch.Generator().manual_seed(1))
     assert max_homogeneity_error(model, x) <= 1e-5
 
 
 @pytest.mark.parametrize("spec", CASES)
 def test_locally_linear_jvp_and_jacobian(spec):
-    """f(x) = J(x) x, in float64, through jvp and through the full Jacobian (jacrev = vmap of vjp; jacfwd agrees)."""
+    """f(x) = J(x) x: in float32 through jvp; in float64 through jvp and the full Jacobian (jacrev = vmap of vjp;
+    jacfwd agrees)."""
+    model32 = warmed_up(spec)
+    skip_unless_bias_free(model32, spec)
+    x32 = torch.rand(1, channels_of(model32), 8, 8, generator=torch.Generator().manual_seed(2))
+    fx32, jx32 = jvp(model32, (x32,), (x32,))
+    assert relative_error(jx32, fx32) <= 1e-5
     model = warmed_up(spec, dtype=torch.float64)
-    if not model.bias_free:
-        pytest.skip(f"{spec['type']} is not bias-free")
     c = channels_of(model)
     x = torch.rand(1, c, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     fx, jx = jvp(model, (x,), (x,))
@@ -240,6 +257,8 @@ def test_regularizers_follow_keras():
     ({"type": "resnet", "channels": 3, "input_shape": ["?", "?", 1]}, "disagrees"),
     ({"type": "resnet", "min_value": 255, "max_value": 0}, "min_value"),
     ({"type": "resnet", "kernel_size": 4}, "odd"),
+    ({"type": "dncnn", "kernel_size": 4}, "odd"),
+    ({"type": "unet", "batchnorm": "mean"}, "batchnorm"),
     ({"type": "resnet", "activation": "swish"}, "activation"),
     ({"type": "gatenet", "levels": 0}, "levels"),
     ({"type": "unet", "final_activation": "softmax"}, "final_activation"),
@@ -311,11 +330,14 @@ def test_bias_free_batch_norm():
         bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
     x = torch.randn(4, 3, 8, 8) * torch.tensor([1.0, 5.0, 0.1]).view(1, 3, 1, 1) + 2.0
     y = bn.train()(x)
-    rms = y.pow(2).mean(dim=(0, 2, 3)).sqrt()
-    assert torch.allclose(rms, bn.weight.detach(), rtol=1e-4)  # divided by the RMS, no mean subtracted
+    std = x.std(dim=(0, 2, 3), unbiased=False)
+    expected = x * (bn.weight.detach() / (std * std + bn.eps).sqrt()).view(1, 3, 1, 1)
+    assert torch.allclose(y, expected, rtol=1e-5, atol=1e-6)  # divided by the std; the mean not subtracted
     assert torch.allclose(y.sign(), x.sign())
-    expected_var = 0.5 * 1 + 0.5 * x.pow(2).mean(dim=(0, 2, 3))
+    expected_var = 0.5 * 1 + 0.5 * x.var(dim=(0, 2, 3), unbiased=False)
     assert torch.allclose(bn.running_var, expected_var, rtol=1e-5)
+    rms = BiasFreeBatchNorm(3, statistic="rms").train()
+    assert torch.allclose(rms(x).pow(2).mean(dim=(0, 2, 3)).sqrt(), torch.ones(3), rtol=1e-4)  # divided by the RMS
     bn.eval()
     z = bn(3 * x)
     assert torch.allclose(z, 3 * bn(x), rtol=1e-6)

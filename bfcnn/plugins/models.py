@@ -42,12 +42,14 @@ class DnCNN(nn.Module):
 
     def __init__(self, channels=3, depth=20, filters=64, kernel_size=3, batchnorm=True, bias_free=True):
         super().__init__()
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"model.kernel_size must be odd (a 'same' convolution), got {kernel_size}")
         pad = kernel_size // 2
         layers = [nn.Conv2d(channels, filters, kernel_size, padding=pad, bias=not bias_free), nn.ReLU()]
         for _ in range(depth - 2):
             layers.append(nn.Conv2d(filters, filters, kernel_size, padding=pad, bias=False if batchnorm else not bias_free))
             if batchnorm:
-                layers.append(BiasFreeBatchNorm(filters) if bias_free else nn.BatchNorm2d(filters))
+                layers.append(batch_norm(filters, bias_free, batchnorm))
             layers.append(nn.ReLU())
         layers.append(nn.Conv2d(filters, channels, kernel_size, padding=pad, bias=not bias_free))
         self.body = nn.Sequential(*layers)
@@ -68,10 +70,10 @@ class ResidualBlock(nn.Module):
         super().__init__()
         bias = not bias_free and not batchnorm
         self.conv1 = conv(filters, filters, kernel_size, bias=bias)
-        self.bn1 = batch_norm(filters, bias_free) if batchnorm else nn.Identity()
+        self.bn1 = batch_norm(filters, bias_free, batchnorm) if batchnorm else nn.Identity()
         self.act1 = activation(act, filters)
         self.conv2 = conv(filters, filters, kernel_size, bias=bias)
-        self.bn2 = batch_norm(filters, bias_free) if batchnorm else nn.Identity()
+        self.bn2 = batch_norm(filters, bias_free, batchnorm) if batchnorm else nn.Identity()
         self.act2 = activation(act, filters)
         self.gate = ScaleFreeGate(filters) if gated else None
         self.shrink = ScaleFreeShrink(filters, threshold) if sparse else None
@@ -125,7 +127,7 @@ def conv_stage(in_channels, out_channels, no_layers, kernel_size, batchnorm, bia
         layers.append(conv(in_channels if i == 0 else out_channels, out_channels, kernel_size,
                            bias=not bias_free and not batchnorm))
         if batchnorm:
-            layers.append(batch_norm(out_channels, bias_free))
+            layers.append(batch_norm(out_channels, bias_free, batchnorm))
         layers.append(activation(act, out_channels))
     return nn.Sequential(*layers)
 
@@ -341,10 +343,17 @@ def factory(kind):
     return make
 
 
+KERNEL_SIZE = {"type": "integer", "minimum": 1, "not": {"multipleOf": 2}, "default": 3,
+               "description": "must be odd (a 'same' convolution keeps the image's size)"}
+BATCHNORM = {"enum": [True, False, "std", "rms"], "default": True,
+             "description": "bias-free batch norm: true or std divides by the batch's standard deviation (the "
+                            "paper's), rms by its root mean square; torch's standard one when bias_free is false"}
+
+
 def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> dict:
     boolean = {"type": "boolean"}
     properties = {
-        "channels": {"type": "integer", "minimum": 1, "description": "image channels (default 3)"},
+        "channels": {"type": "integer", "minimum": 1, "default": 3, "description": "image channels"},
         "input_shape": {"type": "array", "minItems": 3, "maxItems": 3,
                         "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"},
                                             {"type": "string", "enum": ["?", "", "-1"]}]},
@@ -354,8 +363,8 @@ def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> d
         "filters": {"type": "integer", "minimum": 1, "default": defaults["filters"]},
         "no_layers": {"type": "integer", "minimum": 1, "default": defaults["no_layers"],
                       "description": defaults["no_layers_means"]},
-        "kernel_size": {"type": "integer", "minimum": 1, "default": 3},
-        "batchnorm": {**boolean, "default": True, "description": "bias-free batch norm (standard when bias_free is false)"},
+        "kernel_size": KERNEL_SIZE,
+        "batchnorm": BATCHNORM,
         "bias_free": {**boolean, "default": True, "description": "false: biases and standard batch norm (ablation)"},
         "stop_grads": {**boolean, "default": False,
                        "description": "in training, detach the coarse estimate handed to finer levels"},
@@ -395,8 +404,8 @@ def register_models(register):
             "channels": {"type": "integer", "minimum": 1, "default": 3},
             "depth": {"type": "integer", "minimum": 2, "default": 20},
             "filters": {"type": "integer", "minimum": 1, "default": 64},
-            "kernel_size": {"type": "integer", "minimum": 1, "default": 3},
-            "batchnorm": {"type": "boolean", "default": True},
+            "kernel_size": KERNEL_SIZE,
+            "batchnorm": BATCHNORM,
             "bias_free": {"type": "boolean", "default": True},
         },
         "examples": [{"channels": 3, "depth": 6, "filters": 16}],
