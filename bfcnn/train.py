@@ -10,6 +10,7 @@ noise as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -45,7 +46,8 @@ TRAIN_SCHEMA = {
         "checkpoint_every": {**POSITIVE, "description": "steps between checkpoints (default 1000)"},
         "visualization_number": {"type": "integer", "minimum": 0,
                                  "description": "images in the noisy | denoised | clean grid (0: none)"},
-        "visualization_every": {**POSITIVE, "description": "steps between image logs (default checkpoint_every)"},
+        "visualization_every": {**POSITIVE, "description": "steps between image logs, the grid and the random "
+                                                               "batch (default checkpoint_every)"},
         "random_batch_iterations": {"type": "integer", "minimum": 0,
                                     "description": "the denoiser iterated this many times on pure noise (0: off)"},
         "random_batch_size": {"type": "array", "items": POSITIVE, "minItems": 2, "maxItems": 3,
@@ -108,16 +110,31 @@ def total_steps(train_cfg, dataset, world_size=1):
     return train_cfg.get("epochs", 1) * per_epoch
 
 
+def takes_start(dataset):
+    """Whether dataset.batches takes `start` (the built-in datasets do; the plugin contract does not ask it)."""
+    try:
+        parameters = inspect.signature(dataset.batches).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "start" for p in parameters)  # not **kwargs: a plugin might ignore it and restart at 0
+
+
 def step_batches(dataset, seed, start, every, rank=0, world_size=1):
     """Clean batches for steps start, start+1, ...: the stream is re-seeded at every multiple of `every`
     (the checkpoint interval), so a run resumed from a checkpoint gets the very batches an uninterrupted run
-    gets; a resume between boundaries (after Ctrl-C) skips forward within its segment."""
-    step = start
+    gets; a resume between boundaries (after Ctrl-C) skips forward within its segment, at no cost where the
+    dataset's batches() takes `start` (batch b depends only on seed, rank and b), else by drawing them."""
+    step, free_skip = start, takes_start(dataset)
     while True:
         segment = step // every
-        stream = dataset.batches(data_seed(seed, segment), rank, world_size)
+        skip = step - segment * every
+        if free_skip:
+            stream = dataset.batches(data_seed(seed, segment), rank, world_size, start=skip)
+            skip = 0
+        else:
+            stream = dataset.batches(data_seed(seed, segment), rank, world_size)
         try:
-            for _ in range(step - segment * every):
+            for _ in range(skip):
                 next(stream)
             while True:
                 yield next(stream)
@@ -128,6 +145,17 @@ def step_batches(dataset, seed, start, every, rank=0, world_size=1):
             close = getattr(stream, "close", None)
             if close:
                 close()
+
+
+def copy_tensors(targets, sources):
+    """targets[i].copy_(sources[i]) for all i, fused into one kernel launch where torch has _foreach_copy_."""
+    if not targets:
+        return
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(targets, sources)
+    else:
+        for target, source in zip(targets, sources):
+            target.copy_(source)
 
 
 class Prefetcher:
@@ -301,6 +329,10 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
         self.net = torch.compile(net) if self.compile else net
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the forward updates batch-norm statistics before the step is known to be bad: the buffers are
+        # copied aside before each forward (one fused device copy, no host sync) and put back on a skip
+        self.buffers = list(self.model.buffers())
+        self.saved_buffers = [b.clone() for b in self.buffers]
 
     def resume(self, folder):
         kind = self.cfg.get("optimizer", {"type": "adam"})["type"]
@@ -360,6 +392,7 @@ class Trainer:
     def step(self, clean, stop_requested=False):
         """One optimization step; returns (loss, bad, stop, denoised, noisy, clean), agreed on by all ranks."""
         noisy, clean = self.prepare(clean)
+        copy_tensors(self.saved_buffers, self.buffers)
         loss, denoised = self.forward_loss(noisy, clean, self.pick_iterations())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -376,7 +409,9 @@ class Trainer:
         if self.distributed:  # every rank skips, stops and logs alike
             torch.distributed.all_reduce(flags)
         value, bad, stop = flags.tolist()  # the one host sync per step
-        if not bad:
+        if bad:  # the step never happened: no weight update, and the running statistics as they were
+            copy_tensors(self.buffers, self.saved_buffers)
+        else:
             self.optimizer.step()
         return value / self.world_size, bool(bad), bool(stop), denoised, noisy, clean
 
@@ -429,7 +464,7 @@ class Trainer:
                         rate = patches * window_steps / max(1e-9, time.time() - window_start)
                         self.log_scalars(writer, bar, done, losses, rate)
                         window_start, window_steps, losses = time.time(), 0, []
-                    if self.writes and cfg["visualization_number"] and done % self.visualize_every == 0:
+                    if self.writes and done % self.visualize_every == 0:
                         self.visualize(writer, done, noisy, denoised, clean)
                     if stop:
                         stopped = True
@@ -490,8 +525,8 @@ class Trainer:
         tensors = self.rng_tensors()  # a collective: every rank takes part
         if not self.writes:
             return
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            log.warning("step %d: weights are not finite, checkpoint not written", step)
+        if not all(torch.isfinite(t).all() for t in self.model.state_dict().values() if t.is_floating_point()):
+            log.warning("step %d: weights or batch-norm statistics are not finite, checkpoint not written", step)
             return
         save_checkpoint(self.output_dir, step, self.model, self.model_spec, self.optimizer,
                         state={"best": self.best, "bad_steps_total": self.bad_total, "world_size": self.world_size,
@@ -572,8 +607,10 @@ class Trainer:
         if writer is None:
             return
         n = min(self.cfg["visualization_number"], noisy.shape[0])
-        writer.add_image("train/noisy_denoised_clean", image_grid(noisy[:n], denoised[:n].detach(), clean[:n]), step)
-        if self.cfg["random_batch_iterations"] > 0:
+        if n > 0:
+            writer.add_image("train/noisy_denoised_clean", image_grid(noisy[:n], denoised[:n].detach(), clean[:n]),
+                             step)
+        if self.cfg["random_batch_iterations"] > 0:  # logged on the same schedule, with or without the grid
             writer.add_image("train/random_batch", self.random_batch(clean.shape[1]), step)
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -153,6 +154,7 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path):
     resumed_at = []
     for trial in range(3):
         before = check_run_folder(run)
+        newest = latest_checkpoint(run)  # the newest complete checkpoint on disk: where the next run must start
         process = subprocess.Popen([PYTHON, "-m", "bfcnn", "run", str(path), "-o", str(run)], env=env(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -166,9 +168,12 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path):
         finally:
             process.kill()
         assert process.returncode == -signal.SIGKILL
+        resumes = re.findall(r"resuming from (.+) at step (\d+)$", err, re.MULTILINE)
         if before:
-            assert f"at step {before}" in err or "resuming from" in err, err
+            assert resumes == [(str(newest), str(before))], err
             resumed_at.append(before)
+        else:
+            assert newest is None and resumes == [], err
         after = check_run_folder(run)  # every visible checkpoint is whole
         assert after > before
     # a final run finishes from the last complete checkpoint

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 import bfcnn
 from bfcnn.checkpoint import find_weights, latest_checkpoint, read_model_spec
 from bfcnn.errors import BfcnnError, ConfigError, RunError
 from bfcnn.registry import hookimpl, load_registries
-from bfcnn.train import Trainer, train
+from bfcnn.plugins import datasets
+from bfcnn.train import Trainer, data_seed, step_batches, train
 
 from _train_common import PYTHON, env, one_thread, tiny
 
@@ -207,6 +211,143 @@ def test_isolated_bad_step_is_skipped_and_training_goes_on(tmp_path, monkeypatch
     assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
 
 
+def nan_on_call(noise, which):
+    """The noise model, but the noisy input of its `which`-th call is NaN (what the forward then sees)."""
+    calls = []
+
+    def noisy(clean, generator):
+        calls.append(1)
+        out = noise(clean, generator)
+        return out * float("nan") if len(calls) == which else out
+    return noisy
+
+
+@pytest.mark.parametrize("bias_free", [True, False])  # BiasFreeBatchNorm, and torch's BatchNorm2d
+def test_bad_step_leaves_batch_norm_statistics_as_they_were(tmp_path, bias_free):
+    config = tiny(total_steps=4, checkpoint_every=2, validate_every=100, max_bad_steps=2)
+    config["model"].update(batchnorm=True, bias_free=bias_free)
+    trainer = Trainer(bfcnn.load_config(config), tmp_path)
+    assert any("running_var" in name for name, _ in trainer.model.named_buffers())
+    trainer.noise = nan_on_call(trainer.noise, 2)  # step 2: NaN goes into the forward
+    summary = trainer.run()
+    assert summary["bad_steps"] == 1 and summary["steps"] == 4
+    # the checkpoint right after the bad step, and the final one, hold finite statistics
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step-")) == \
+        ["step-00000002", "step-00000004"]
+    for path in [tmp_path / "checkpoints" / "step-00000002", tmp_path / "checkpoints" / "step-00000004", tmp_path]:
+        saved = weights(path) if path == tmp_path else load_file(str(path / "model.safetensors"))
+        assert any("running_var" in key for key in saved)
+        assert all(torch.isfinite(t).all() for t in saved.values()), path
+    model = bfcnn.load_model(tmp_path).eval()
+    assert torch.isfinite(model(torch.rand(1, 1, 16, 16))).all()
+
+
+def test_bad_step_restores_the_buffers_exactly(tmp_path):
+    config = tiny(validate_every=100)
+    config["model"].update(batchnorm=True, bias_free=False)  # running mean, var and the batch count
+    trainer = Trainer(bfcnn.load_config(config), tmp_path)
+    trainer.setup()
+    batches = trainer.dataset.batches(0)
+    trainer.step(next(batches))
+    before = {k: v.clone() for k, v in trainer.model.named_buffers()}
+    trainer.noise = nan_on_call(trainer.noise, 1)
+    _, bad, *_ = trainer.step(next(batches))
+    assert bad
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.named_buffers())
+    trainer.step(next(batches))  # while a good step does update them
+    assert all(not torch.equal(before[k], v) for k, v in trainer.model.named_buffers())
+
+
+def test_no_checkpoint_with_non_finite_batch_norm_statistics(tmp_path, caplog):
+    trainer = Trainer(bfcnn.load_config(tiny()), tmp_path)
+    trainer.setup()
+    next(v for k, v in trainer.model.named_buffers() if k.endswith("running_var")).fill_(float("nan"))
+    with caplog.at_level("WARNING", logger="bfcnn"):
+        trainer.checkpoint(1)
+    assert latest_checkpoint(tmp_path) is None and "not finite" in caplog.text
+
+
+class Numbered:
+    """A dataset whose batch b of stream `seed` is (seed, b), recorded when computed. With `takes_start`,
+    batches() has the built-in datasets' `start`; without, only what the plugin contract asks."""
+
+    def __init__(self, takes_start):
+        self.computed = []
+        if takes_start:
+            self.batches = lambda seed, rank=0, world_size=1, start=0: self.stream(seed, start)
+        else:
+            self.batches = lambda seed, rank=0, world_size=1: self.stream(seed, 0)
+
+    def stream(self, seed, b):
+        while True:
+            self.computed.append((seed, b))
+            yield seed, b
+            b += 1
+
+
+@pytest.mark.parametrize("takes_start", [True, False])
+def test_step_batches_resumes_inside_a_segment(takes_start):
+    dataset = Numbered(takes_start)
+    every, seed = 3, 7
+    stream = step_batches(dataset, seed, start=4, every=every)
+    got = [next(stream) for _ in range(4)]  # steps 4, 5 | 6, 7: batches 1, 2 of segment 1, then 0, 1 of segment 2
+    s1, s2 = data_seed(seed, 1), data_seed(seed, 2)
+    assert got == [(s1, 1), (s1, 2), (s2, 0), (s2, 1)]
+    skipped = (s1, 0)
+    assert (skipped in dataset.computed) == (not takes_start)  # free where the dataset can start at batch n
+
+
+def test_resume_inside_a_segment_computes_no_skipped_batch_and_matches(tmp_path, monkeypatch):
+    computed = []
+    real = datasets.CropStream.batch
+
+    def batch(self, b):
+        computed.append((self.seed, b))
+        return real(self, b)
+    monkeypatch.setattr(datasets.CropStream, "batch", batch)
+    config = tiny(total_steps=6, checkpoint_every=3, iterations_choice=[1, 2], validate_every=100)
+    config["model"]["batchnorm"] = True
+    run_train(config, tmp_path / "once")
+    first = run_train(tiny(**{**config["train"], "total_steps": 4}), tmp_path / "twice")
+    assert first["steps"] == 4 and latest_checkpoint(tmp_path / "twice").name == "step-00000004"
+    computed.clear()
+    second = run_train(config, tmp_path / "twice")
+    assert second["resumed_from"] == 4
+    segment = data_seed(config["seed"], 1)  # steps 3, 4, 5: step 4 is batch 1 of that stream
+    assert (segment, 1) in computed and (segment, 0) not in computed, computed
+    once, twice = weights(tmp_path / "once"), weights(tmp_path / "twice")
+    for key in once:
+        torch.testing.assert_close(twice[key], once[key], rtol=0, atol=1e-6)
+
+
+def test_random_batch_is_logged_without_the_image_grid(tmp_path):
+    run_train(tiny(total_steps=2, visualization_number=0, visualization_every=1, random_batch_iterations=2,
+                   random_batch_size=[16, 16], tensorboard=True, validate_every=100), tmp_path)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert "train/noisy_denoised_clean" not in events.Tags()["images"]
+    assert [e.step for e in events.Images("train/random_batch")] == [1, 2]
+
+
+def test_summary_counts_skipped_image_files(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)
+    for i in range(2):
+        Image.fromarray(pixels).save(folder / f"good{i}.png")
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    config = tiny(total_steps=2, validate_every=100)
+    config["dataset"] = {"type": "image_folder", "directory": str(folder), "color_mode": "grayscale",
+                         "batch_size": 2, "input_shape": [16, 16, 1], "num_workers": 0}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    from bfcnn.cli import main
+    assert main(["run", str(path), "-o", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["train"]
+    assert summary["steps"] == 2
+    assert summary["dataset"]["skipped_files"] == 1 and "bad.png" in summary["dataset"]["skipped"][0]
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     config = tiny(total_steps=100000, checkpoint_every=50, validate_every=10**6, log_every=10)
     path = tmp_path / "config.yaml"
@@ -234,6 +375,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train"]["resumed_from"] == step and summary["train"]["steps"] == step + 2
+    # the checkpoint held the weights, optimizer and generators of that very step: the interrupted and
+    # resumed run ends where an uninterrupted one does
+    run_train(tiny(**{**config["train"], "total_steps": step + 2}), tmp_path / "once")
+    once, twice = weights(tmp_path / "once"), weights(run)
+    for key in once:
+        torch.testing.assert_close(twice[key], once[key], rtol=0, atol=1e-6)
 
 
 def test_resume_with_another_optimizer_starts_it_afresh(tmp_path, caplog):
