@@ -173,7 +173,7 @@ def validate(config: dict, registries=None) -> dict:
     validator = jsonschema.Draft202012Validator(config_schema(registries))
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     problems = list(dict.fromkeys(m for e in errors for m in error_messages(e)))
-    problems += consistency_problems(config, registries or default_registries())
+    problems += consistency_problems(config, registries or default_registries()) + window_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
@@ -213,6 +213,20 @@ def consistency_problems(config: dict, registries) -> list:
             problems.append(f"{model_channels[0]}: the model takes {model_channels[1]} channel(s) but "
                             f"{found[0]} gives {found[1]}")
     return problems
+
+
+def window_problems(config: dict) -> list:
+    """An SSIM loss needs crops at least as large as its window: said now, not at the first training step."""
+    loss, dataset = config.get("loss"), config.get("dataset")
+    if not (isinstance(loss, dict) and loss.get("type") == "ssim" and isinstance(dataset, dict)):
+        return []
+    shape = dataset.get("input_shape")
+    sides = [v for v in (shape or [])[:2] if isinstance(v, int)]
+    window = loss.get("win_size", 11)
+    if isinstance(window, int) and sides and min(sides) < window:
+        return [f"loss.win_size: the ssim window ({window}) is larger than the crops of dataset.input_shape "
+                f"({' x '.join(map(str, shape[:2]))}); use larger crops or a smaller odd window"]
+    return []
 
 
 def apply_overrides(config: dict, overrides) -> dict:

@@ -201,6 +201,17 @@ def test_an_even_kernel_size_is_refused_with_the_rule():
             "model.kernel_size: 4: must be odd (a 'same' convolution keeps the image's size)"]
 
 
+def test_an_ssim_window_larger_than_the_crops_is_caught_before_the_data_is_read():
+    config = {"loss": {"type": "ssim"}, "dataset": {"type": "sample_images", "input_shape": [8, 8, 1]}}
+    assert problems_of(config) == ["loss.win_size: the ssim window (11) is larger than the crops of "
+                                   "dataset.input_shape (8 x 8); use larger crops or a smaller odd window"]
+    config["loss"]["win_size"] = 7
+    assert load_config(config) == config
+    config["loss"]["win_size"] = 6
+    assert problems_of(config) == ["loss.win_size: 6: must be odd: the Gaussian window's size (crops must be at "
+                                   "least this big)"]
+
+
 def test_seed_noise_keys_and_a_noise_section_do_not_mix(tiny_config):
     tiny_config["dataset"]["additional_noise"] = [5]
     assert "dataset.additional_noise" in problems_of(tiny_config)[0]

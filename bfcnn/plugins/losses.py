@@ -78,6 +78,6 @@ def register_losses(register):
         value_range={"type": "number", "exclusiveMinimum": 0, "default": 255},
     ), "the seed's hinged MAE (hinge in pixel units) with a regularization weight")
     register("ssim", SSIMLoss, params(
-        win_size={"type": "integer", "minimum": 3, "default": 11,
-                  "description": "odd Gaussian window size (images must be at least this big)"},
+        win_size={"type": "integer", "minimum": 3, "not": {"multipleOf": 2}, "default": 11,
+                  "description": "must be odd: the Gaussian window's size (crops must be at least this big)"},
     ), "1 - SSIM (pytorch-msssim)")
