@@ -5,10 +5,11 @@
 
 Loader: 128 x 128 colour crops of CBSD432 with the seed's augmentations (random_rotate 0.314 rad, random
 up-down and left-right flips), batch 64, for each worker count; the first batch (worker start-up) is timed
-apart from the steady rate. Noise: the seed's noise mix (additive [5, 10, 20] or multiplicative [0.1, 0.15,
-0.2] blurred, clipped) and a plain additive sigma in [0, 55], against one training step (forward, backward,
-Adam) of a bias-free DnCNN-20 (64 filters) on the same batch, on CUDA when present. Without CUDA the step is
-measured on a smaller batch (4 x 64 x 64) so that it ends in seconds; the ratio is what to read.
+apart from the steady rate. Noise: the seed's noise mix (additive [5, 10, 20], multiplicative [0.1, 0.15, 0.2]
+blurred, both clipped, or subsampling by 2: what a seed config with those keys becomes) and a plain additive
+sigma in [0, 55], against one training step (forward, backward, Adam) of a bias-free DnCNN-20 (64 filters) on
+the same batch, on CUDA when present. Without CUDA the step is measured on a smaller batch (4 x 64 x 64) so
+that it ends in seconds; the ratio is what to read.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 import bfcnn  # noqa: E402
+from bfcnn.config import seed_noises  # noqa: E402
 
 SEED_AUGMENTATIONS = {"random_rotate": 0.314, "random_up_down": True, "random_left_right": True}
-SEED_NOISE = [{"type": "additive_gaussian", "sigma": [5, 10, 20], "clip": True},
-              {"type": "multiplicative_gaussian", "sigma": [0.1, 0.15, 0.2], "blur": True, "clip": True}]
+# the seed's three noise types, through the same mapping a seed config goes through
+SEED_NOISE = seed_noises({"additional_noise": [5, 10, 20], "multiplicative_noise": [0.1, 0.15, 0.2],
+                          "random_blur": True, "clip_value": True, "subsample_size": 2})
 PLAIN_NOISE = {"type": "additive_gaussian", "sigma_range": [0, 55]}
 
 
@@ -88,8 +91,8 @@ def bench_noise(device, batch, crop, repeats):
 
     step_s = timed(step, repeats, device)
     rows = []
-    for name, spec in (("additive sigma in [0, 55]", PLAIN_NOISE), ("seed mix (additive | blurred multiplicative)",
-                                                                   {"type": "choice", "choices": SEED_NOISE})):
+    seed_mix = "seed mix (additive, blurred multiplicative or subsample 2)"
+    for name, spec in (("additive sigma in [0, 55]", PLAIN_NOISE), (seed_mix, {"type": "choice", "choices": SEED_NOISE})):
         fn = bfcnn.build("noise", spec)
         noise_s = timed(lambda: fn(clean, generator), max(5, repeats * 5), device)
         rows.append({"noise": name, "noise_ms": round(noise_s * 1e3, 3), "step_ms": round(step_s * 1e3, 1),

@@ -168,7 +168,20 @@ def test_find_images_recursive_and_filtered(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ bad input
 
-def make_bad_files(folder):
+def refuse_to_open(monkeypatch, name):
+    """Opening a file called `name` fails as a file without read permission does, also for root (chmod 0 does
+    not stop root, and the tests may run as root)."""
+    import builtins
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).name == name:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", guarded)
+
+
+def make_bad_files(folder, monkeypatch):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "zero.png").write_bytes(b"")
     (folder / "text.jpg").write_text("this is not an image")
@@ -182,16 +195,14 @@ def make_bad_files(folder):
     good.save(folder / "whole.jpg", quality=90)
     jpeg = (folder / "whole.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
-    bad = ["zero.png", "text.jpg", "truncated.png", "corrupt.png", "truncated.jpg"]
-    if hasattr(os, "geteuid") and os.geteuid() != 0:  # root can read anything
-        (folder / "locked.png").write_bytes(data)
-        (folder / "locked.png").chmod(0)
-        bad.append("locked.png")
-    return bad
+    (folder / "locked.png").write_bytes(data)  # a whole PNG that cannot be opened
+    (folder / "locked.png").chmod(0)
+    refuse_to_open(monkeypatch, "locked.png")
+    return ["zero.png", "text.jpg", "truncated.png", "corrupt.png", "truncated.jpg", "locked.png"]
 
 
-def test_bad_files_skipped_with_one_warning_each(tmp_path, caplog):
-    bad = make_bad_files(tmp_path / "mixed")
+def test_bad_files_skipped_with_one_warning_each(tmp_path, caplog, monkeypatch):
+    bad = make_bad_files(tmp_path / "mixed", monkeypatch)
     with caplog.at_level(logging.WARNING, logger="bfcnn"):
         dataset = bfcnn.build("dataset", {"type": "image_folder", "directory": str(tmp_path / "mixed"),
                                           "input_shape": [32, 32, 3], "batch_size": 2, "num_workers": 0})
@@ -199,20 +210,21 @@ def test_bad_files_skipped_with_one_warning_each(tmp_path, caplog):
     assert len(warned) == len(bad)
     for name in bad:
         assert sum(name in message for message in warned) == 1, name
+    assert any("locked.png" in message and "PermissionError" in message for message in warned)
     assert len(dataset) == 2 and dataset.summary()["skipped_files"] == len(bad)
     assert next(dataset.batches(0)).shape == (2, 3, 32, 32)
 
 
-def test_each_bad_file_raises_a_read_error(tmp_path):
+def test_each_bad_file_raises_a_read_error(tmp_path, monkeypatch):
     from bfcnn.images import ImageReadError
-    for name in make_bad_files(tmp_path):
+    for name in make_bad_files(tmp_path, monkeypatch):
         with pytest.raises(ImageReadError):
             read_pixels(tmp_path / name)
 
 
-def test_folder_without_usable_image_is_an_error(tmp_path):
+def test_folder_without_usable_image_is_an_error(tmp_path, monkeypatch):
     folder = tmp_path / "bad"
-    make_bad_files(folder)
+    make_bad_files(folder, monkeypatch)
     for good in ("whole.png", "whole.jpg"):
         (folder / good).unlink()
     with pytest.raises(BfcnnError, match="no usable image"):
@@ -240,8 +252,9 @@ def test_bad_configs_are_config_errors(tmp_path):
         bfcnn.build("dataset", {**base, "input_shape": [32, 32, 1], "color_mode": "rgb"})
     with pytest.raises(ConfigError, match="weights"):
         bfcnn.build("dataset", {**base, "weights": [1, 2]})
-    with pytest.raises(ConfigError, match="did you mean 'GaussianBlur'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'GaussianBlur'\? \(known: .*\bGaussianBlur, ") as error:
         bfcnn.build("dataset", {**base, "augmentations": [{"type": "GausianBlur"}]})
+    assert "BasicTransform" not in str(error.value)  # base classes are not transforms to name
     with pytest.raises(ConfigError, match="GaussianBlur"):
         bfcnn.build("dataset", {**base, "augmentations": [{"type": "GaussianBlur", "blur_limit": "wide"}]})
     with pytest.raises(ConfigError, match="input_shape"):
@@ -309,9 +322,104 @@ def test_extra_albumentations_by_their_own_names(tmp_path):
     nested = {"type": "OneOf", "transforms": [{"type": "InvertImg", "p": 1.0}], "p": 1.0}
     batch = next(bfcnn.build("dataset", {**base, "augmentations": [nested]}).batches(0))
     assert torch.allclose(batch, torch.full_like(batch, 204 / 255))
-    resizing = bfcnn.build("dataset", {**base, "augmentations": [{"type": "Resize", "height": 8, "width": 8}]})
-    with pytest.raises(RunError, match="crop size"):
-        next(resizing.batches(0))
+    gray_as_rgb = {"type": "ToGray", "num_output_channels": 3, "p": 1.0}  # keeps the 3 channels: allowed
+    assert next(bfcnn.build("dataset", {**base, "augmentations": [gray_as_rgb]}).batches(0)).shape == (4, 3, 16, 16)
+
+
+def count_calls(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("augmentation, message", [
+    ({"type": "GausianBlur"}, r"augmentations\[0\]\.type: 'GausianBlur' .* did you mean 'GaussianBlur'"),
+    ({"type": "GaussianBlur", "blur_limit": "wide"}, r"augmentations\[0\]: GaussianBlur: .*blur_limit"),
+    ({"type": "OneOf", "transforms": [{"type": "Blur"}, {"type": "Blurr"}]}, r"transforms\[1\]\.type: 'Blurr'"),
+])
+def test_bad_augmentation_reported_before_any_image_is_read(tmp_path, monkeypatch, augmentation, message):
+    from bfcnn.plugins import datasets
+    folder = tmp_path / "onebad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")  # alone, it would be "no usable image in ..."
+    reads = count_calls(monkeypatch, datasets, "read_pixels")
+    with pytest.raises(ConfigError, match=message):
+        bfcnn.build("dataset", {"type": "image_folder", "directory": str(folder), "augmentations": [augmentation]})
+    assert reads == []
+    photos = count_calls(monkeypatch, datasets, "sample_photo")
+    with pytest.raises(ConfigError, match=message):
+        bfcnn.build("dataset", {"type": "sample_images", "augmentations": [augmentation]})
+    assert photos == []
+
+
+@pytest.mark.parametrize("augmentation, message", [
+    ({"type": "ToGray", "num_output_channels": 1}, r"\[0\]: ToGray changes the channels from 3 to 1"),
+    ({"type": "OneOf", "transforms": [{"type": "Blur"}, {"type": "ToGray", "num_output_channels": 1}]},
+     r"\[0\]\.transforms\[1\]: ToGray changes the channels from 3 to 1"),
+    ({"type": "RandomSizedBBoxSafeCrop", "height": 16, "width": 16}, "RandomSizedBBoxSafeCrop needs bboxes, which "
+                                                                     "bfcnn does not supply"),
+    ({"type": "MaskDropout", "p": 0.1}, "MaskDropout needs mask, which bfcnn does not supply"),
+    ({"type": "ToTensorV2"}, "ToTensorV2 returns a Tensor, not a NumPy image"),
+    ({"type": "Normalize"}, r"Normalize changes the pixel type from uint8 to float32 and moves values outside "
+                            r"\[0, 1\] \(to \[-2.12, 2.64\]\)"),
+    ({"type": "Resize", "height": 8, "width": 8}, "Resize changes the crop size from 16 x 16 to 8 x 8"),
+])
+def test_augmentations_that_break_crops_are_config_errors_before_reading(tmp_path, monkeypatch, augmentation,
+                                                                         message):
+    from bfcnn.plugins import datasets
+    folder = constant_folder(tmp_path / "c", 51)
+    reads = count_calls(monkeypatch, datasets, "read_pixels")
+    with pytest.raises(ConfigError, match=message):
+        bfcnn.build("dataset", {"type": "image_folder", "directory": folder, "input_shape": [16, 16, 3],
+                                "augmentations": [augmentation], "num_workers": 0})
+    assert reads == []
+
+
+def test_16_bit_data_checks_augmentations_on_float_crops(tmp_path, monkeypatch):
+    import albumentations as A
+
+    class ScaleFloats(A.ImageOnlyTransform):
+        """Leaves 8-bit crops alone and quadruples float ones: only 16-bit data shows it wrong."""
+
+        def apply(self, img, **params):
+            return img * 4 if img.dtype.kind == "f" else img
+    monkeypatch.setattr(A, "ScaleFloats", ScaleFloats, raising=False)
+    eight = constant_folder(tmp_path / "eight", 51)
+    spec = {"type": "image_folder", "input_shape": [16, 16, 3], "augmentations": [{"type": "ScaleFloats"}],
+            "num_workers": 0}
+    assert next(bfcnn.build("dataset", {**spec, "directory": eight}).batches(0)).shape == (16, 3, 16, 16)
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    write_image(deep / "deep.png", rng(4).random((30, 30, 3)), bit_depth=16)
+    with pytest.raises(ConfigError, match=r"ScaleFloats moves values outside \[0, 1\]"):
+        bfcnn.build("dataset", {**spec, "directory": str(deep)})
+
+
+def test_float_interpolation_overshoot_is_clamped(tmp_path):
+    # cubic interpolation of a noisy 16-bit image rings past [0, 1] by about 0.1: clamped, not an error
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    write_image(deep / "deep.png", (rng(5).random((40, 40, 3)) > 0.5).astype(float), bit_depth=16)
+    cubic = {"type": "Affine", "rotate": [10, 30], "interpolation": 2, "p": 1.0}
+    dataset = bfcnn.build("dataset", {"type": "image_folder", "directory": str(deep), "input_shape": [32, 32, 3],
+                                      "augmentations": [cubic], "batch_size": 8, "num_workers": 0})
+    batch = next(dataset.batches(0))
+    assert batch.min() == 0 and batch.max() == 1 and ((batch > 0) & (batch < 1)).any()
+
+
+def test_augmentation_gone_wrong_mid_training_is_a_run_error(tmp_path):
+    import albumentations as A
+    dataset = bfcnn.build("dataset", {"type": "image_folder", "directory": constant_folder(tmp_path / "c", 51),
+                                      "input_shape": [16, 16, 3], "num_workers": 0})
+    # what a random transform that the check saw behave could still do on a later draw
+    dataset.augmenter.pipeline = A.Compose([A.RandomCrop(16, 16), A.ToGray(num_output_channels=1, p=1.0)])
+    with pytest.raises(RunError, match="dataset.augmentations: a transform changes the channels from 3 to 1"):
+        next(dataset.batches(0))
 
 
 def test_folder_weights(tmp_path):

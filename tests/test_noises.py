@@ -246,6 +246,49 @@ def test_seed_dataset_keys_become_working_noises(tmp_path):
     assert torch.equal(y, noise(x, torch.Generator().manual_seed(0)))
 
 
+def seed_noise(tmp_path, **keys):
+    """The `noise` spec that a seed-format dataset section with these noise keys becomes."""
+    return bfcnn.load_config({"dataset": {"directory": str(tmp_path), "input_shape": [32, 32, 3], **keys}})["noise"]
+
+
+def constant_on_blocks(y, size):
+    blocks = y.unfold(2, size, size).unfold(3, size, size)
+    return torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_seed_subsample_size_is_the_subsample_factor(tmp_path, factor):
+    spec = seed_noise(tmp_path, subsample_size=factor)
+    assert spec == {"type": "subsample", "factor": factor}
+    noise = bfcnn.build("noise", spec)
+    assert noise.factors == [factor]
+    y = noise(images(n=3, h=32, w=32), torch.Generator().manual_seed(0))
+    assert constant_on_blocks(y, factor) and not constant_on_blocks(y, 2 * factor)  # blocks of factor, no larger
+    mix = seed_noise(tmp_path, subsample_size=factor, additional_noise=[5, 10], multiplicative_noise=[0.1])
+    assert [c["type"] for c in mix["choices"]] == ["additive_gaussian", "multiplicative_gaussian", "subsample"]
+    assert mix["choices"][2]["factor"] == factor
+    assert seed_noise(tmp_path, subsample_size=-1, additional_noise=[5]) == {
+        "type": "additive_gaussian", "sigma": [5], "value_range": 255.0, "clip": False}  # -1: no subsampling
+
+
+def test_seed_random_blur_blurs_the_multiplicative_field(tmp_path):
+    def neighbour_correlation(field):
+        a, b = (field[..., :, :-1] - 1).flatten(), (field[..., :, 1:] - 1).flatten()
+        return ((a * b).mean() / (a.std() * b.std())).item()
+    x = constant(n=8)
+    fields = {}
+    for blur in (True, False):
+        spec = seed_noise(tmp_path, multiplicative_noise=[0.1, 0.2], random_blur=blur)
+        assert spec["type"] == "multiplicative_gaussian" and spec["blur"] is blur
+        noise = bfcnn.build("noise", spec)
+        assert noise.blur is blur
+        fields[blur] = noise(x, torch.Generator().manual_seed(0)) / x
+    assert neighbour_correlation(fields[True]) > 0.5 > 0.05 > abs(neighbour_correlation(fields[False]))
+    mix = seed_noise(tmp_path, multiplicative_noise=[0.1], additional_noise=[5], random_blur=True)
+    assert mix["choices"][1]["blur"] is True
+    assert seed_noise(tmp_path, multiplicative_noise=[0.1])["blur"] is False  # random_blur absent: no blur
+
+
 def test_list_under_noise_is_a_choice():
     config = bfcnn.load_config({"noise": [{"type": "additive_gaussian", "sigma": 5}, {"type": "subsample"}]})
     assert config["noise"]["type"] == "choice"

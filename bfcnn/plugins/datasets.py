@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,10 +59,12 @@ def albumentation(spec, where):
         raise ConfigError(f"{where}: an augmentation is a mapping {{type: AlbumentationsName, ...params}}")
     name = spec["type"]
     cls = getattr(A, name, None)
-    known = [n for n in dir(A) if isinstance(getattr(A, n), type)
-             and issubclass(getattr(A, n), (A.BasicTransform, A.BaseCompose))]
+    known = [n for n in dir(A) if isinstance(getattr(A, n), type)  # transforms, not their base classes
+             and issubclass(getattr(A, n), (A.BasicTransform, A.BaseCompose))
+             and getattr(A, n).__module__ != "albumentations.core.transforms_interface" and n != "BaseCompose"]
     if name not in known:
-        raise ConfigError(f"{where}.type: {name!r} is not an albumentations transform{did_you_mean(name, known)}")
+        raise ConfigError(f"{where}.type: {name!r} is not an albumentations transform{did_you_mean(name, known)} "
+                          f"(known: {', '.join(known)})")
     params = {k: v for k, v in spec.items() if k != "type"}
     if "transforms" in params:
         params["transforms"] = [albumentation(s, f"{where}.transforms[{i}]")
@@ -73,18 +76,71 @@ def albumentation(spec, where):
             line.strip() for line in str(error).splitlines()[1:3]))
 
 
+def leaves(specs, where="dataset.augmentations"):
+    """(spec, config path) of every transform that acts on pixels, inside OneOf/SomeOf/... lists too."""
+    for i, spec in enumerate(specs):
+        here = f"{where}[{i}]"
+        if isinstance(spec.get("transforms"), list):
+            yield from leaves(spec["transforms"], f"{here}.transforms")
+        else:
+            yield spec, here
+
+
+# Values outside [0, 1]: on the check's random crop, interpolation rings past [0, 1] by up to about 0.3 (cubic,
+# Lanczos); further out, a transform rescales the values (Normalize), which is an error. In training, float crops
+# (from 16-bit images) are clamped to [0, 1]: ringing at hard edges is not a mistake, and uint8 crops cannot leave.
+FLOAT_SLACK = 0.5
+OTHER_TARGETS = re.compile(r"\b(bboxes|masks?|keypoints|cropping_bbox)\b")
+
+
+def crop_problem(out, shape, dtype, slack=None):
+    """What makes an augmented crop unusable, or None: bfcnn needs a NumPy image of the crop's size, channels
+    and pixel type (H x W for one channel is fine), and with `slack`, float values within it of [0, 1]."""
+    if not isinstance(out, np.ndarray):
+        return f"returns a {type(out).__name__}, not a NumPy image (bfcnn makes the tensors itself)"
+    h, w, c = shape
+    if out.ndim not in (2, 3):
+        return f"returns an array of shape {out.shape}, not an H x W x C image"
+    if out.shape[:2] != (h, w):
+        return (f"changes the crop size from {h} x {w} to {out.shape[0]} x {out.shape[1]} "
+                "(dataset.input_shape sets the crop size)")
+    channels = out.shape[2] if out.ndim == 3 else 1
+    if channels != c:
+        return f"changes the channels from {c} to {channels} (dataset.color_mode sets the channels)"
+    problems = []
+    if out.dtype != dtype:
+        problems.append(f"changes the pixel type from {np.dtype(dtype)} to {out.dtype}")
+    if slack is not None and out.dtype.kind == "f" and out.size:
+        low, high = float(out.min()), float(out.max())
+        if low < -slack or high > 1 + slack:
+            problems.append(f"moves values outside [0, 1] (to [{low:.3g}, {high:.3g}])")
+    if problems:
+        return " and ".join(problems) + "; crops must keep their pixel type and range (bfcnn scales them itself)"
+    return None
+
+
+def run_failure(error):
+    """Why a transform failed on a plain image crop, in words."""
+    target = OTHER_TARGETS.search(f"{error} {error!r}")
+    if target:
+        return f"needs {target.group(1)}, which bfcnn does not supply (it passes only the image)"
+    return f"fails on a test crop: {type(error).__name__}: {error}"
+
+
 class Augmenter:
     """Random crop (with room for the rotation), rotation, flips, inversion, then any extra albumentations."""
 
-    def __init__(self, crop, random_rotate=0.0, random_up_down=False, random_left_right=False, random_invert=False,
-                 augmentations=()):
+    def __init__(self, crop, channels=3, random_rotate=0.0, random_up_down=False, random_left_right=False,
+                 random_invert=False, augmentations=()):
         self.crop = tuple(crop)
+        self.channels = int(channels)
         self.random_rotate = float(random_rotate or 0)
         self.flags = (bool(random_up_down), bool(random_left_right), bool(random_invert))
         self.augmentations = list(augmentations or ())
         self.need = rotation_margin(*self.crop, self.random_rotate)
         self.pipeline = None
-        self.build()  # check every extra augmentation now; each process builds its own copy when it needs one
+        self.build()  # names and parameters; each process builds its own copy when it needs one
+        self.check(np.uint8)  # what the transforms do to a crop, before any image is read
 
     def __getstate__(self):
         return {**self.__dict__, "pipeline": None}
@@ -108,6 +164,27 @@ class Augmenter:
             steps.append(A.InvertImg(p=0.5))
         self.pipeline = A.Compose(steps, seed=0)
         return self.pipeline
+
+    def check(self, dtype):
+        """Run every extra transform once, applied for sure (p: 1), on a random crop of `dtype`: a ConfigError
+        names the first one that fails or gives back a crop that training cannot use."""
+        import albumentations as A
+
+        shape = (*self.crop, self.channels)
+        r = np.random.default_rng(0)
+        crop = (r.integers(0, 256, shape, dtype=np.uint8) if np.dtype(dtype) == np.uint8
+                else r.random(shape, dtype=np.float32))
+        for spec, where in leaves(self.augmentations):
+            try:
+                out = A.Compose([albumentation({**spec, "p": 1.0}, where)], seed=0)(image=crop.copy())["image"]
+            except ConfigError:
+                raise
+            except Exception as error:  # albumentations raises many kinds; each becomes a message
+                problem = run_failure(error)
+            else:
+                problem = crop_problem(out, shape, crop.dtype, FLOAT_SLACK)
+            if problem:
+                raise ConfigError(f"{where}: {spec['type']} {problem}")
 
     def __call__(self, images, seed):
         """Augmented crops of `images`, reproducible from `seed` (one reseed per batch: it is not free)."""
@@ -185,12 +262,13 @@ class CropStream(torch.utils.data.IterableDataset):
             which = rng.choice(len(self.groups), size=self.batch_size, p=self.weights)
             picks = [self.groups[g][rng.integers(0, len(self.groups[g]))] for g in which]
         crops = self.augmenter([self.store[i] for i in picks], int(rng.integers(0, 2**31 - 1)))
-        h, w = self.augmenter.crop
-        for crop in crops:
-            if crop.shape[:2] != (h, w):
-                raise RunError(f"an augmentation changed the crop size to {crop.shape[:2]} (wanted {(h, w)}); "
-                               "remove size-changing transforms from dataset.augmentations")
-        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+        shape = (*self.augmenter.crop, self.augmenter.channels)
+        for crop in crops:  # Augmenter.check saw each transform once; random ones may still differ later
+            problem = crop_problem(crop, shape, self.store.dtype)
+            if problem:
+                raise RunError(f"dataset.augmentations: a transform {problem}")
+        pixels = torch.from_numpy(np.stack(crops).reshape(len(crops), *shape)).permute(0, 3, 1, 2).contiguous()
+        # float crops: interpolation overshoot clamped (see FLOAT_SLACK)
         return pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.clamp_(0, 1)
 
     def __iter__(self):
@@ -247,17 +325,17 @@ def auto_workers():
 class CropDataset:
     """Training images in memory, random augmented crops; validation images kept whole."""
 
-    def __init__(self, images, groups=None, weights=None, batch_size=16, input_shape=(64, 64), validation=(),
-                 random_rotate=0.0, random_up_down=True, random_left_right=True, random_invert=False,
-                 augmentations=(), small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False,
-                 summary=None, worker_start="forkserver"):
+    def __init__(self, images, augmenter, groups=None, weights=None, batch_size=16, validation=(),
+                 small_images="pad", num_workers="auto", prefetch_factor=2, pin_memory=False, summary=None,
+                 worker_start="forkserver"):
         if not images:
             raise BfcnnError("the dataset holds no usable training image")
-        self.augmenter = Augmenter(crop_shape(input_shape), random_rotate, random_up_down, random_left_right,
-                                   random_invert, augmentations)
+        self.augmenter = augmenter  # built, and checked on uint8 crops, before the images were read
         fitted = [fit_for_crops(image, self.augmenter.need, small_images) for image in images]
         self.enlarged = sum(changed for _, changed in fitted)
         self.store = ImageStore([image for image, _ in fitted])
+        if self.store.dtype != np.uint8:  # 16-bit images are held as float32: check the transforms on those too
+            self.augmenter.check(self.store.dtype)
         self.groups = [np.arange(len(images))] if groups is None else [np.asarray(g, dtype=np.int64) for g in groups]
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
         self.channels = int(images[0].shape[2])
@@ -375,7 +453,9 @@ def image_folder(directory, color_mode=None, batch_size=16, input_shape=(64, 64,
     if not max_value > min_value:
         raise ConfigError(f"dataset.max_value ({max_value}) must be above dataset.min_value ({min_value})")
     color_mode = resolve_color_mode(color_mode, input_shape)
-    crop_shape(input_shape)
+    # a bad augmentation is reported in a moment, not after every image was decoded
+    augmenter = Augmenter(crop_shape(input_shape), CHANNELS[color_mode], random_rotate, random_up_down,
+                          random_left_right, random_invert, augmentations)
     for folder in folders + ([validation_directory] if validation_directory else []):
         check_folder(folder)  # every folder checked before anything is decoded
     prepare = (lambda a: resize(a, dataset_shape)) if dataset_shape else None
@@ -409,11 +489,9 @@ def image_folder(directory, color_mode=None, batch_size=16, input_shape=(64, 64,
     summary = {"skipped_files": len(skipped), "skipped": [f"{p}: {r}" for p, r in skipped[:MAX_LISTED_SKIPS]],
                "folders": {str(f): len(found) for f, found in zip(folders, per_folder)},
                "color_mode": color_mode}
-    dataset = CropDataset(images, groups if weights is not None else None,
-                          kept_weights if weights is not None else None, batch_size, input_shape, validation,
-                          random_rotate, random_up_down, random_left_right, random_invert, augmentations,
-                          small_images, num_workers, prefetch_factor, pin_memory, summary, worker_start)
-    return dataset
+    return CropDataset(images, augmenter, groups if weights is not None else None,
+                       kept_weights if weights is not None else None, batch_size, validation, small_images,
+                       num_workers, prefetch_factor, pin_memory, summary, worker_start)
 
 
 def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), validation_images=1, random_rotate=0.0,
@@ -421,12 +499,15 @@ def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), valida
                   num_workers=0, worker_start="forkserver"):
     """Real photos that scikit-image ships (astronaut, chelsea, coffee, rocket, motorcycle): no download."""
     color_mode = resolve_color_mode(color_mode, input_shape)
+    count = len(COLOR_SAMPLE_PHOTOS)
+    if validation_images >= count:
+        raise ConfigError(f"dataset.validation_images: at most {count - 1} of the {count} photos")
+    augmenter = Augmenter(crop_shape(input_shape), CHANNELS[color_mode], random_rotate, random_up_down,
+                          random_left_right, random_invert, augmentations)  # before any photo is decoded
     arrays = [sample_photo(name, color_mode) for name in COLOR_SAMPLE_PHOTOS]
-    if validation_images >= len(arrays):
-        raise ConfigError(f"dataset.validation_images: at most {len(arrays) - 1} of the {len(arrays)} photos")
-    return CropDataset(arrays[validation_images:], None, None, batch_size, input_shape, arrays[:validation_images],
-                       random_rotate, random_up_down, random_left_right, random_invert, augmentations, "pad",
-                       num_workers, summary={"photos": list(COLOR_SAMPLE_PHOTOS), "color_mode": color_mode},
+    return CropDataset(arrays[validation_images:], augmenter, batch_size=batch_size,
+                       validation=arrays[:validation_images], num_workers=num_workers,
+                       summary={"photos": list(COLOR_SAMPLE_PHOTOS), "color_mode": color_mode},
                        worker_start=worker_start)
 
 
