@@ -31,7 +31,8 @@ left out (NaN in the map, light blue in the figure; counted in the JSON as `low_
 are taken about the weighted centre, not about p, so a filter shifted off its pixel does not read as wide
 (`mean_offset` reports the shift).
 
-Net bias: ||f(y) - J(y) y|| / ||f(y)||, with J(y) y = jvp(f, y, y): rounding level for a bias-free model.
+Net bias: ||f(y) - J(y) y|| / ||f(y)||, with J(y) y = jvp(f, y, y): rounding level for a bias-free model;
+undefined where f(y) = 0 (null in report.json, with the reason in its `notes`).
 
 Effective dimensionality: ||J||_F^2, the sum of the squared singular values (for a projection, the dimension of
 the subspace it projects onto). Exact from the full Jacobian (rows in chunks of batched VJPs) for small images,
@@ -41,9 +42,11 @@ error. trace(J) comes from the same products (v^T J^T v), for comparison.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BfcnnError
+from .errors import BfcnnError, output_folder
 from .devices import resolve_device
 from .layers import model_channels
 
@@ -61,20 +64,76 @@ DEFAULT_SIGMAS = (10.0, 25.0, 50.0, 75.0)
 EXACT_MAX_DIMENSIONS = 4800  # 40 x 40 colour: above this, dimensionality is estimated with probes
 EXACT_LIMIT = 16384  # the largest image (C*H*W) whose full Jacobian (1 GiB in float32) we build
 MIN_WEIGHT_SUM = 0.05  # spread is undefined where a filter's weights sum to less than this
+MIN_PICK_SIZE = 2  # the structure tensor that picks pixels needs at least 2 pixels along each axis
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # inputs
 
-def resolve_model(model, device="cpu"):
-    """An nn.Module as it is (moved to `device`), a Denoiser's module (what bfcnn.load_model returns), or a run
-    folder / .safetensors file / shipped name, loaded."""
+def resolve_model(model, device="cpu", dtype=None):
+    """An nn.Module on `device` (and in `dtype` when given), a Denoiser's module (what bfcnn.load_model returns),
+    or a run folder / .safetensors file / shipped name, loaded. The caller's module is never changed: one that
+    is already on `device` in `dtype` is used as it is, any other is copied before it is moved or converted."""
     if not isinstance(model, nn.Module) and isinstance(getattr(model, "module", None), nn.Module):
         model = model.module
     if isinstance(model, nn.Module):
-        return model.to(device)
+        if not already_there(model, torch.device(device), dtype):
+            model = copy.deepcopy(model).to(device)
+            if dtype is not None:
+                model = model.to(dtype)
+        return model
     from .checkpoint import load_model
-    return load_model(model, device)
+    model = load_model(model, device)
+    return model if dtype is None else model.to(dtype)
+
+
+def already_there(model, device, dtype=None) -> bool:
+    """Whether every parameter and buffer of `model` is on `device` (and, when given, floating ones in `dtype`)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.device.type != device.type or (device.index is not None and tensor.device.index != device.index):
+            return False
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            return False
+    return True
+
+
+def check_settings(sigma=0.0, sigmas=(), probes=None, chunk_size=None):
+    """Bad settings as one clear BfcnnError, before any computation (the CLI and explain() share it)."""
+    for name, value in [("sigma", sigma), *(("sigmas", level) for level in sigmas)]:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise BfcnnError(f"{name}: noise levels are numbers, got {value!r}") from None
+        if not math.isfinite(number) or number < 0:
+            raise BfcnnError(f"{name}: noise levels must be finite and non-negative (0..255 scale), got {value!r}")
+    if probes is not None and (not is_integer(probes) or probes < 2):
+        raise BfcnnError(f"probes: Hutchinson's estimate needs an integer of at least 2 probes, got {probes!r}")
+    if chunk_size is not None and (not is_integer(chunk_size) or chunk_size < 1):
+        raise BfcnnError(f"chunk size: products per batch must be a positive integer, got {chunk_size!r}")
+
+
+def is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def writable_folder(path) -> Path:
+    """Create the output folder (parents too) and check a file can be written in it: bad input (exit 2) found
+    before any computation, not an OSError after it."""
+    path = output_folder(path)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise BfcnnError(f"cannot write in the output folder {path}: {error.strerror}") from None
+    return path
+
+
+def check_pickable(h, w):
+    """Automatic pixel picking (the structure tensor) needs an image of at least 2 x 2."""
+    if min(h, w) < MIN_PICK_SIZE:
+        raise BfcnnError(f"pixels are picked automatically only in images of at least {MIN_PICK_SIZE} x "
+                         f"{MIN_PICK_SIZE} pixels, this one is {w} x {h}: give the pixels to explain "
+                         "(--pixels X,Y) or a larger image")
 
 
 def as_batch(image, device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -183,6 +242,7 @@ def vjps(model, y, cotangents, chunk_size=None):
 
 def jacobian(model, y, chunk_size=256):
     """The full Jacobian of `model` at the 1 x C x H x W image y, as an N x N matrix (N = C H W), rows = outputs."""
+    check_settings(chunk_size=chunk_size)
     model = resolve_model(model, y.device)
     n = y[0].numel()
     if n > EXACT_LIMIT:
@@ -321,6 +381,7 @@ def pick_pixels(image, per_kind=2, margin=None, min_distance=None):
 
     gray = np.asarray(image, dtype=np.float64).mean(axis=2)
     h, w = gray.shape
+    check_pickable(h, w)
     tensor = structure_tensor(gray, sigma=1.5, mode="reflect", order="rc")
     l1, l2 = structure_tensor_eigenvalues(tensor)
     energy = l1 + l2
@@ -382,24 +443,33 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     net bias at `sigma`, and the effective dimensionality at each of `sigmas` (exact when `exact`, or when None
     and the image has at most 4800 values; else Hutchinson with `probes`). Noise is added with `seed`
     (sigma on the 0..255 scale; 0 explains the image as given). Writes PNG figures, report.json and filters.npz
-    into `output_dir` when given. Returns the report (a JSON-able dict)."""
+    into `output_dir` when given (created, and checked writable, before any computation). Returns the report (a
+    JSON-able dict; an undefined quantity, such as the net bias of a zero output, is None and explained in
+    "notes"). `model` is not changed: a copy is moved or converted when `device` or `dtype` asks for it."""
     timings = {}
     start = time.perf_counter()
+    check_settings(sigma, sigmas, probes, chunk_size)
     device = resolve_device(device)
-    model = resolve_model(model, device).to(dtype)
+    model = resolve_model(model, device, dtype)
     clean = as_batch(image, device, dtype)
     expected = model_channels(model)
     if expected != clean.shape[1]:
         raise BfcnnError(f"the model takes {expected}-channel images, the image has {clean.shape[1]} channels")
     _, c, h, w = clean.shape
+    if h * w == 0:
+        raise BfcnnError(f"the image is empty ({w} x {h} pixels)")
     for item in pixels or ():
         if not (0 <= int(item[0]) < w and 0 <= int(item[1]) < h):
             raise BfcnnError(f"pixel ({item[0]}, {item[1]}) is outside the {w} x {h} image")
+    if not pixels:
+        check_pickable(h, w)
     n = c * h * w
     use_exact = exact if exact is not None else n <= EXACT_MAX_DIMENSIONS
     if use_exact and n > EXACT_LIMIT:
         raise BfcnnError(f"the full Jacobian of a {c} x {h} x {w} image has {n}^2 entries: too many for the "
                          f"exact dimensionality (at most {EXACT_LIMIT} values); use probes")
+    if output_dir is not None:
+        output_dir = writable_folder(output_dir)
     noise, noisy = noisy_version(clean, sigma, seed)
     timings["load"] = time.perf_counter() - start
 
@@ -444,12 +514,21 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
         q = torch.quantile(values.float().cpu(), torch.tensor([0.1, 0.5, 0.9]))
         return {"median": float(q[1]), "p10": float(q[0]), "p90": float(q[2]), "mean": float(values.mean())}
 
+    notes = []
+    bias = spread["net_bias"]
+    if not math.isfinite(bias):
+        bias = None
+        if torch.isfinite(denoised).all():
+            notes.append("net_bias is null: the denoised image f(y) is zero, so the relative residual "
+                         "||f(y) - J(y) y|| / ||f(y)|| is undefined")
+        else:
+            notes.append("net_bias is null: the denoised image f(y) has NaN or infinite values")
     report = {
         "model": {"class": type(model).__name__, "bias_free": getattr(model, "bias_free", None),
                   "channels": expected},
         "image": {"channels": c, "height": h, "width": w},
         "sigma": float(sigma), "seed": seed, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-        "net_bias": spread["net_bias"],
+        "net_bias": bias,
         "filters": filters,
         "spread_map": {"pixels": quantiles(spread_values),
                        "weight_sum": quantiles(maps["weight_sum"].flatten()),
@@ -462,8 +541,6 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
     }
     if output_dir is not None:
         t = time.perf_counter()
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         files = ["report.json", "filters.npz"]
         windows = {}
         for k, stats in enumerate(filters):
@@ -480,9 +557,27 @@ def explain(model, image, sigma=25.0, pixels=None, sigmas=DEFAULT_SIGMAS, probes
         timings["writing"] = time.perf_counter() - t
         report["files"] = files
     timings["total"] = time.perf_counter() - start
+    json_safe(report, notes)  # strict JSON: NaN and infinity become null, each with a note
+    if notes:
+        report["notes"] = notes
     if output_dir is not None:
-        (Path(output_dir) / "report.json").write_text(json.dumps(report, indent=2))
+        (output_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     return report
+
+
+def json_safe(value, notes, where="report"):
+    """`value` with every NaN or infinity (which strict JSON cannot hold) replaced by None, each noted in `notes`;
+    dicts and lists are changed in place."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = json_safe(item, notes, f"{where}.{key}")
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            value[k] = json_safe(item, notes, f"{where}[{k}]")
+    if isinstance(value, float) and not math.isfinite(value):
+        notes.append(f"{where.removeprefix('report.')} is null: it came out as {value} (undefined)")
+        return None
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -532,7 +627,8 @@ def draw_figures(output_dir, noisy, denoised, gray_filters, filters, spread, wei
 
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
     show(axes[0], noisy, f"noisy (sigma {report['sigma']:g})")
-    show(axes[1], denoised, f"denoised (net bias {report['net_bias']:.1e})")
+    bias = report["net_bias"]
+    show(axes[1], denoised, f"denoised (net bias {'undefined' if bias is None else f'{bias:.1e}'})")
     for stats in filters:
         axes[1].plot([stats["x"]], [stats["y"]], marker="+", color="lime", markersize=8)
     finite = spread[np.isfinite(spread)]
@@ -628,8 +724,10 @@ def command(args):
     crop = parse_crop(args.crop) if args.crop else None
     if args.probes < 2:
         raise BfcnnError(f"--probes must be at least 2, got {args.probes}")
-    if args.sigma < 0 or any(s < 0 for s in args.sigmas):
-        raise BfcnnError("noise levels must be non-negative")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise BfcnnError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    if not all(math.isfinite(s) and s >= 0 for s in (args.sigma, *args.sigmas)):
+        raise BfcnnError("--sigma and --sigmas: noise levels must be finite and non-negative (0..255 scale)")
 
     device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:
@@ -654,9 +752,14 @@ def command(args):
     report = explain(model, image, sigma=args.sigma, pixels=pixels, sigmas=args.sigmas, probes=args.probes,
                      exact=exact, seed=args.seed, output_dir=args.output_dir, device=device,
                      dtype=torch.float64 if args.double else torch.float32, chunk_size=args.chunk_size)
-    levels = ", ".join(f"{lv['sigma']:g}: {lv['frobenius']:.1f}" for lv in report["dimensionality"]["levels"])
-    spread = report["spread_map"]["pixels"]["median"]
-    print(f"net bias {report['net_bias']:.2e}; median filter spread "
-          f"{'n/a' if spread is None else f'{spread:.2f} px'}; effective dimensionality "
+    def number(value, spec, unit=""):  # None: undefined (report.json's notes say why)
+        return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+    levels = ", ".join(f"{lv['sigma']:g}: {number(lv['frobenius'], '.1f')}"
+                       for lv in report["dimensionality"]["levels"])
+    print(f"net bias {number(report['net_bias'], '.2e')}; median filter spread "
+          f"{number(report['spread_map']['pixels']['median'], '.2f', ' px')}; effective dimensionality "
           f"({report['dimensionality']['method']}) {levels}")
+    if report.get("notes"):
+        print(f"n/a: undefined, see the notes in report.json ({len(report['notes'])})")
     print(f"wrote {', '.join(report['files'])} to {args.output_dir}")
