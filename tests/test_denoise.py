@@ -19,10 +19,11 @@ SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
 def tiny_model(spec=SPEC, seed=0):
     torch.manual_seed(seed)
     model = bfcnn.build("model", spec)
-    with torch.no_grad():  # a non-trivial eval-mode batch norm
+    with torch.no_grad():  # a non-trivial eval-mode batch norm, with scales of a trained model's size
         for module in model.modules():
             if hasattr(module, "running_var"):
                 module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
     return model.eval()
 
 

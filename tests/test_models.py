@@ -210,6 +210,9 @@ def check_not_homogeneous(spec):
         for pname, p in model.named_parameters():
             if pname.endswith("bias"):
                 p.uniform_(-0.2, 0.2)
+        for module in model.modules():  # unit scales: a core that barely changes its input would be the identity,
+            if isinstance(module, (BiasFreeBatchNorm, torch.nn.BatchNorm2d)):  # homogeneous whatever the options
+                module.weight.fill_(1.0)
     x = torch.rand(2, channels_of(model), 24, 20, generator=torch.Generator().manual_seed(1))
     # 0.01 as well: normalization's variance floor (1e-4) matters most on faint images
     assert max_homogeneity_error(model, x, (0.01,) + SCALES) > 1e-3
@@ -337,6 +340,9 @@ def test_bias_free_batch_norm():
     expected_var = 0.5 * 1 + 0.5 * x.var(dim=(0, 2, 3), unbiased=False)
     assert torch.allclose(bn.running_var, expected_var, rtol=1e-5)
     rms = BiasFreeBatchNorm(3, statistic="rms").train()
+    assert rms.weight.abs().max() <= 0.025  # the paper's small initial scales
+    with torch.no_grad():
+        rms.weight.fill_(1.0)
     assert torch.allclose(rms(x).pow(2).mean(dim=(0, 2, 3)).sqrt(), torch.ones(3), rtol=1e-4)  # divided by the RMS
     bn.eval()
     z = bn(3 * x)

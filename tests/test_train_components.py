@@ -86,7 +86,7 @@ def test_optimizer_contract_and_checkpoint_round_trip(name, tmp_path):
     def fresh():
         torch.manual_seed(0)
         model = bfcnn.build("model", spec)
-        return model, built("optimizer", name, learning_rate=0.01)(model.parameters())
+        return model, built("optimizer", name, learning_rate=0.001)(model.parameters())
     noisy, clean = images(c=1)
 
     def step(model, optimizer):
