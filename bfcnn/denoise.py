@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BfcnnError
-from .images import IMAGE_SUFFIXES, ImageReadError, find_images, read_pixels, visible_files, write_back_info, write_pixels
+from .errors import BfcnnError, output_folder
+from .images import IMAGE_SUFFIXES, find_images, read_pixels, visible_files, write_back_info, write_pixels
 from .tiling import tiled_apply, tiles
 
 log = logging.getLogger("bfcnn")
@@ -82,6 +82,7 @@ class Denoiser:
 
         from .devices import resolve_device  # torch only once a model is at hand
 
+        check_tiling(tile, margin, blend)
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.module = module.to(self.device).eval()
         self.channels_last = self.device.type == "cuda"  # the fast layout for convolutions on GPUs
@@ -229,6 +230,16 @@ class Denoiser:
             np.clip(result, 0, scale, out=result)
             result = result.astype(dtype)
         return result
+
+
+def check_tiling(tile=None, margin=None, blend=None):
+    """Tile settings as one clear error: tile 0 (whole image) or positive, margin and blend not negative."""
+    if tile is not None and tile < 0:
+        raise BfcnnError(f"--tile must be 0 (whole image) or positive, got {tile}")
+    if margin is not None and margin < 0:
+        raise BfcnnError(f"--margin must be 0 or more pixels, got {margin}")
+    if blend is not None and blend < 0:
+        raise BfcnnError(f"--blend must be 0 or more pixels, got {blend}")
 
 
 def split_alpha(array):
@@ -415,6 +426,7 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         raise BfcnnError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if iterations < 1:
         raise BfcnnError(f"--iterations must be at least 1, got {iterations}")
+    check_tiling(tile, margin, blend)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise BfcnnError(f"-o {output_dir}: is a file, not a folder (the results keep their names inside a folder)")
@@ -436,14 +448,17 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
                                               channels)
     targets = [(path, output_path(output_dir, relative, suffix, extension)) for path, relative in files]
     sources = {path.resolve() for path, _ in files}
-    clashes = [str(target) for _, target in targets if target.resolve() in sources]
+    clashes = [(path, target) for path, target in targets if target.resolve() in sources]
     if clashes:
-        raise BfcnnError(f"the output would overwrite an input ({clashes[0]}): choose another -o or a --suffix")
+        path, target = clashes[0]
+        raise BfcnnError(f"the result of {path} would overwrite an input, {target} (an earlier result?): choose "
+                         "another -o, another --suffix, or move the earlier results away")
     seen = {}
     for path, target in targets:
         if target in seen:
             raise BfcnnError(f"{seen[target]} and {path} would both be written to {target}: denoise them apart")
         seen[target] = path
+    output_folder(output_dir)  # one clear error now, not one per file
     written, failed = [], {}
     bar = tqdm(targets, desc="denoise", unit="image", disable=not progress, file=sys.stderr)
     for path, target in bar:
@@ -455,7 +470,7 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         except KeyboardInterrupt:
             raise
         except Exception as error:  # one unreadable or odd file must not stop the batch
-            known = isinstance(error, (BfcnnError, ImageReadError))  # their messages say what is wrong already
+            known = isinstance(error, BfcnnError)  # unreadable images too: their messages say what is wrong
             failed[str(path)] = str(error) if known else f"{type(error).__name__}: {error}"
             tqdm.write(f"bfcnn: failed: {path}: {failed[str(path)]}", file=sys.stderr)
     return {"written": written, "failed": failed}
@@ -487,8 +502,6 @@ def add_arguments(parser):
 
 
 def command(args) -> int:
-    if args.tile is not None and args.tile < 0:
-        raise BfcnnError(f"--tile must be 0 (whole image) or positive, got {args.tile}")
     result = denoise_files(args.inputs, args.output_dir, model=args.model, backend=args.backend,
                            device=args.device, iterations=args.iterations, tile=args.tile, margin=args.margin,
                            blend=args.blend, suffix=args.suffix, extension=args.extension,

@@ -22,7 +22,8 @@ import torch
 from .config import build, ref
 from .errors import BfcnnError, output_folder
 from .devices import resolve_device
-from .images import SAMPLE_PHOTOS, convert_channels, find_images, read_image, sample_photo, to_float
+from .images import (SAMPLE_PHOTOS, ImageReadError, convert_channels, find_images, read_image, sample_photo,
+                     to_float)
 from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
@@ -178,11 +179,16 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
     if cfg.get("tile"):  # big photos: tiles with the receptive field as margin give the whole-image result
         from .denoise import Denoiser
         tiled = {name: Denoiser(module, device=device, tile=cfg["tile"]) for name, module in modules}
-    per_image, seconds, noises, corruptions = [], {}, {}, corruptions_of(cfg)
+    per_image, seconds, noises, corruptions, unreadable = [], {}, {}, corruptions_of(cfg), []
     for set_name, images in test_sets(cfg, color_mode, dataset):
         log.info("evaluate: %s (%d images)", set_name, len(images))
         for index, (image_name, load) in enumerate(images):
-            array = load()
+            try:
+                array = load()
+            except ImageReadError as error:  # one bad file must not cost the whole evaluation (seeds stay put)
+                log.warning("evaluate: skipping %s/%s: %s", set_name, image_name, error)
+                unreadable.append(f"{set_name}/{image_name}")
+                continue
             if array.shape[2] != next(iter(channels.values())):
                 raise BfcnnError(f"evaluate: {set_name}/{image_name} has {array.shape[2]} channels, the models "
                                  f"take {next(iter(channels.values()))} (set color_mode)")
@@ -210,11 +216,14 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
                         per_image.append({"model": name, **row, **scores, **noisy_scores})
                         if index < save:
                             write_png(folder / f"{safe(image_name)}_{safe(name)}.png", out)
+    if not per_image:
+        raise BfcnnError(f"evaluate: no readable test image (unreadable: {', '.join(unreadable)})")
     results = aggregate(per_image, list(metrics), seconds)
     protocol = ("Gaussian: clean in [0,1], float noise sigma/255 added unclipped and unquantized, seed "
                 f"{seed}+image index; output (and noisy input) clamped to [0,1]; "
                 + (f"tiles of {cfg['tile']} px (equal to whole images); " if cfg.get("tile") else "whole images; ")
-                + f"{color_mode}; iterations {iterations}")
+                + f"{color_mode}; iterations {iterations}"
+                + (f"; left out as unreadable: {', '.join(unreadable)}" if unreadable else ""))
     files = write_reports(output_dir, results, per_image, list(metrics), protocol,
                           {name: str(source) for name, _, source in models}, training_range)
     return {"results": results, "files": files, "protocol": protocol}

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import BfcnnError
+
 log = logging.getLogger("bfcnn")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp"}
 PIL_MODES = {"rgb": "RGB", "grayscale": "L", "gray": "L", "rgba": "RGBA"}
@@ -28,8 +30,9 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what Pi
 ORIENTATION_TAG = 0x0112
 
 
-class ImageReadError(OSError):
-    """A file that is not a readable image (zero bytes, truncated, corrupt, not an image at all)."""
+class ImageReadError(BfcnnError, OSError):
+    """A file that is not a readable image (zero bytes, truncated, corrupt, not an image at all): bad input,
+    so where nothing catches it the CLI says so in a line with exit code 2."""
 
 
 def visible_files(folder) -> list[Path]:

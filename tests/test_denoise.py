@@ -323,6 +323,11 @@ def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys
     assert main(["denoise", str(images), "-o", out, "--backend", "caffe"]) == 2
     assert main(["denoise", str(images), "-o", str(images / "one.png"), "--model", str(weights)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["denoise", str(images), "-o", str(images / "one.png" / "below"), "--model", str(weights)]) == 2
+    assert "a folder above it is a file" in capsys.readouterr().err  # once, not once per image
+    for flag in ("--margin", "--blend", "--tile"):
+        assert main(["denoise", str(images), "-o", out, "--model", str(weights), flag, "-3"]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 import bfcnn
 from bfcnn.checkpoint import save_model
 from bfcnn.cli import main
+from bfcnn.errors import BfcnnError
 from bfcnn.evaluate import evaluate, evaluate_models, gaussian_noisy
 
 SPEC = {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8}
@@ -69,6 +70,26 @@ def test_identity_model_scores_equal_the_noisy_input(tmp_path, test_folder):
     found = [r for r in per_image if r["image"] == "b" and r["level"] == 40][0]
     assert found["noisy_psnr"] == pytest.approx(expected, abs=1e-3)
     assert rows[0]["noisy_psnr"] > rows[1]["noisy_psnr"] + 10
+
+
+def test_an_unreadable_test_image_is_left_out_and_named(tmp_path, test_folder, caplog):
+    """A truncated file among the test images: the others are evaluated (with their own seeds) and the report
+    names what was left out; before, the traceback lost every result."""
+    cfg = {"directories": [str(test_folder)], "sigmas": [25], "seed": 3}
+    whole = evaluate_models([("m", tiny_model(), "x")], cfg, tmp_path / "whole")["results"]
+    (test_folder / "a.png").write_bytes((test_folder / "a.png").read_bytes()[:200])  # truncated
+    with caplog.at_level("WARNING", logger="bfcnn"):
+        report = evaluate_models([("m", tiny_model(), "x")], cfg, tmp_path / "out")
+    assert "skipping tiny_set/a" in caplog.text
+    assert report["results"][0]["images"] == 1 and "left out as unreadable: tiny_set/a" in report["protocol"]
+    per_image = json.loads((tmp_path / "out" / "results.json").read_text())["per_image"]
+    before = json.loads((tmp_path / "whole" / "results.json").read_text())["per_image"]
+    assert [r["psnr"] for r in per_image] == [r["psnr"] for r in before if r["image"] == "b"]
+    assert "left out as unreadable" in (tmp_path / "out" / "results.md").read_text()
+    assert whole[0]["images"] == 2
+    (test_folder / "b.png").write_bytes(b"")
+    with pytest.raises(BfcnnError, match="no readable test image"):
+        evaluate_models([("m", tiny_model(), "x")], cfg, tmp_path / "none")
 
 
 def test_reports_overlay_several_models(tmp_path, test_folder):
