@@ -46,3 +46,29 @@ def test_shipped_model_denoises_a_photo_it_never_saw(name):
         return 10 * np.log10(1 / np.mean((np.clip(a, 0, 1) - clean) ** 2))
 
     assert psnr(denoised) > psnr(noisy) + 5
+
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "test"
+
+
+def card_figure(name, test_set, sigma):
+    """The PSNR the model card states for `name` on `test_set` at `sigma` (its own bold row)."""
+    lines = (PRETRAINED / f"{name}.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| test set | model |"))
+    sigmas = [cell.strip().lstrip("σ ").strip() for cell in header.strip("|").split("|")[2:]]
+    row = next(line for line in lines if line.startswith(f"| {test_set} | **{name}** |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")[2:]]
+    return float(cells[sigmas.index(str(sigma))].split("/")[0])
+
+
+@pytest.mark.skipif(not (DATA / "CBSD68").is_dir(), reason="../shared/data is not here")
+def test_the_default_models_card_states_what_it_measures(tmp_path):
+    """CBSD68 at sigma 25 through the evaluate protocol reproduces the card's figure (the card is not stale)."""
+    from bfcnn.evaluate import evaluate_models
+
+    model = bfcnn.load_model(DEFAULT_MODEL, device="cpu").module
+    report = evaluate_models([(DEFAULT_MODEL, model, DEFAULT_MODEL)],
+                             {"directories": [str(DATA / "CBSD68")], "sigmas": [25], "metrics": ["psnr"]},
+                             tmp_path)
+    measured = report["results"][0]["psnr"]
+    assert measured == pytest.approx(card_figure(DEFAULT_MODEL, "CBSD68", 25), abs=0.006)
