@@ -5,16 +5,24 @@
 
 CPU: batch 1 of 256 x 256, float32, eager. CUDA (when available): batch 64 of 128 x 128, bf16 autocast,
 channels_last, eager and torch.compile. Every model is built with its default params; models with `levels`
-are also run with levels=3, and with levels=3 and a quarter of the layers per level (about the same receptive
-field); the speed-up column compares them with their single-scale form. The batch-norm
-study runs BF-DnCNN-20 without normalization, with bfcnn's bias-free batch norm, with a naive eager version
-of it (float copy, pow, mean: the issue's 1,223 patches/s baseline) and with torch's standard BatchNorm2d.
-A training step is forward, MSE loss, backward and an Adam step. Rates are images (patches) per second.
+are also run with levels=3, and with levels=3 and a quarter of the layers per level (a third of the single
+scale's FLOPs, a wider context); the speed-up column compares them with their single-scale form. The
+batch-norm study runs BF-DnCNN-20 without normalization, with bfcnn's bias-free batch norm (std, the paper's,
+and rms), with a naive eager rms version of it (float copy, pow, mean: the issue's 1,223 patches/s baseline)
+and with torch's standard BatchNorm2d. A training step is forward, MSE loss, backward and an Adam step. Rates
+are images (patches) per second.
+
+Every case is built and warmed up first, then timed in interleaved rounds: round r times case 1, case 2, ...,
+`--repeats` calls each, and a rate is the best call over all rounds. All cases see the machine at the same
+moments, so a neighbour's load or a clock change hurts them alike and the ratios between rows hold even when
+the absolute rates drift (CPU default: 3 rounds of 2 calls; CUDA: 1 round of 20 calls). The normalization
+layers alone are timed the same way, one call a round, best of 15 rounds (CUDA 20).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -34,7 +42,7 @@ from bfcnn.registry import default_registries  # noqa: E402
 
 
 class NaiveBiasFreeBatchNorm(BiasFreeBatchNorm):
-    """The straightforward eager form: a float copy, pow, mean (three passes), then the scale."""
+    """The straightforward eager rms form: a float copy, pow, mean (three passes), then the scale."""
 
     def forward(self, x):
         if self.training:
@@ -66,43 +74,55 @@ def cases(names):
         if "levels" in props:
             out.append((f"{name} levels=3", {"type": name, "levels": 3}, None, name))
             layers = props.get("no_layers", {}).get("default", 0)
-            if layers >= 4:  # about the single-scale receptive field, with a quarter of the layers per level
+            if layers >= 4:  # a quarter of the layers per level: resnet's context radius is then 54 px (18 single)
                 out.append((f"{name} levels=3 no_layers={layers // 4}",
                             {"type": name, "levels": 3, "no_layers": layers // 4}, None, name))
     return out
 
 
 def norm_study():
+    dncnn = "BF-DnCNN-20"
     return [
-        ("BF-DnCNN-20, no normalization", {"type": "dncnn", "batchnorm": False}, None, None),
-        ("BF-DnCNN-20, bias-free BN (bfcnn)", {"type": "dncnn"}, None, None),
-        ("BF-DnCNN-20, bias-free BN (naive eager)", {"type": "dncnn"},
+        (f"{dncnn}, no normalization", {"type": "dncnn", "batchnorm": False}, None, None),
+        (f"{dncnn}, bias-free BN std (bfcnn)", {"type": "dncnn", "batchnorm": "std"}, None, None),
+        (f"{dncnn}, bias-free BN rms (bfcnn)", {"type": "dncnn", "batchnorm": "rms"}, None, None),
+        (f"{dncnn}, bias-free BN rms (naive eager)", {"type": "dncnn"},
          lambda m: swap_norms(m, NaiveBiasFreeBatchNorm), None),
-        ("BF-DnCNN-20, standard BatchNorm2d", {"type": "dncnn"}, lambda m: swap_norms(m, nn.BatchNorm2d), None),
+        (f"{dncnn}, standard BatchNorm2d", {"type": "dncnn"}, lambda m: swap_norms(m, nn.BatchNorm2d), None),
     ]
 
 
-def timed(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def timed(fn, device, repeats):
+    """Seconds of the fastest of `repeats` calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     for _ in range(repeats):
+        sync()  # nothing queued before (a warm-up, another case) counts
         began = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - began)
-    return min(times)  # the least disturbed run: machines here are shared
+    return min(times)
 
 
-def measure(spec, edit, device, batch, size, compiled, warmup, repeats):
+def interleaved(fns, device, rounds, repeats):
+    """{key: [seconds of each round]}: every round times each of `fns` in turn, `repeats` calls each."""
+    times = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            times[key].append(timed(fn, device, repeats))
+    return times
+
+
+def prepare(spec, edit, device, batch, size, compiled, warmup):
+    """The model's facts and its forward and training-step calls, warmed up (and compiled)."""
     torch.manual_seed(0)
     model = bfcnn.build("model", spec)
-    if edit:
-        model = edit(model)
+    model = edit(model) if edit else model
     channels = getattr(model, "channels", 3)
+    standard_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    facts = {"parameters": parameter_count(model), "mflop_per_px": flops_per_pixel(model, channels) / 1e6,
+             "bias_free": bool(model.bias_free) and not standard_bn}
     model = model.to(device)
     x = torch.rand(batch, channels, size, size, device=device)
     if device.type == "cuda":
@@ -113,21 +133,22 @@ def measure(spec, edit, device, batch, size, compiled, warmup, repeats):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def forward():
+        model.eval()
         with torch.inference_mode(), autocast:
             run(x)
 
     def step():
+        model.train()
         with autocast:
             loss = torch.mean((run(x).float() - x.float()) ** 2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    model.eval()
-    forward_s = timed(forward, device, warmup, repeats)
-    model.train()
-    step_s = timed(step, device, warmup, repeats)
-    return {"forward_per_s": batch / forward_s, "train_per_s": batch / step_s}
+    for _ in range(warmup):
+        forward()
+        step()
+    return facts, {"forward": forward, "train": step}
 
 
 def norm_layer_study(device, compiled_modes, rounds):
@@ -138,8 +159,10 @@ def norm_layer_study(device, compiled_modes, rounds):
         shape, dtype, fmt = (64, 64, 128, 128), torch.bfloat16, torch.channels_last
     else:
         shape, dtype, fmt = (1, 64, 256, 256), torch.float32, torch.contiguous_format
-    layers = {"identity (x * 1)": lambda c: nn.Identity(), "bias-free BN (bfcnn)": BiasFreeBatchNorm,
-              "bias-free BN (naive eager)": NaiveBiasFreeBatchNorm, "standard BatchNorm2d": nn.BatchNorm2d,
+    layers = {"identity (x * 1)": lambda c: nn.Identity(),
+              "bias-free BN std (bfcnn)": lambda c: BiasFreeBatchNorm(c, statistic="std"),
+              "bias-free BN rms (bfcnn)": lambda c: BiasFreeBatchNorm(c, statistic="rms"),
+              "bias-free BN rms (naive eager)": NaiveBiasFreeBatchNorm, "standard BatchNorm2d": nn.BatchNorm2d,
               "ReLU (one elementwise pass, for scale)": lambda c: nn.ReLU()}
     x = torch.randn(*shape, device=device, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
     grad = torch.randn_like(x)
@@ -154,15 +177,11 @@ def norm_layer_study(device, compiled_modes, rounds):
             def step(run=run):
                 y = run(x) if not isinstance(run, nn.Identity) else x * 1
                 y.backward(grad)
+            step()  # warm-up (and compilation)
             fns[(label, compiled)] = step
-    best = {key: float("inf") for key in fns}
-    for key, fn in fns.items():  # warm-up (and compilation)
-        fn()
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            best[key] = min(best[key], timed(fn, device, 0, 1))
-    rows = [{"layer": label, "compiled": compiled, "ms": 1e3 * best[(label, compiled)], "shape": list(shape),
-             "dtype": str(dtype)} for (label, compiled) in fns]
+    times = interleaved(fns, device, rounds, 1)
+    rows = [{"layer": label, "compiled": compiled, "ms": 1e3 * min(times[(label, compiled)]),
+             "shape": list(shape), "dtype": str(dtype)} for (label, compiled) in fns]
     print("\n| layer alone, forward + backward | compiled | ms |")
     print("| --- | --- | ---: |")
     for r in rows:
@@ -179,61 +198,65 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--no-norm-study", action="store_true")
     parser.add_argument("--norm-layers-only", action="store_true", help="only the normalization-layer timing")
-    parser.add_argument("--repeats", type=int, help="timed repeats (default: CPU 1, CUDA 20)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds over all cases (default: CPU 3, CUDA 1)")
+    parser.add_argument("--repeats", type=int, help="timed calls per case and round (default: CPU 2, CUDA 20)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cases", help="glob on the row labels, e.g. '*levels=3*'")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     names = args.models or bfcnn.names("model")
-    todo = cases(names) + ([] if args.no_norm_study else norm_study())
+    todo = [] if args.norm_layers_only else cases(names) + ([] if args.no_norm_study else norm_study())
     if args.cases:
-        import fnmatch
         todo = [case for case in todo if fnmatch.fnmatchcase(case[0], args.cases)]
     if device.type == "cuda":
-        batch, size, warmup, repeats, modes = 64, 128, 3, args.repeats or 20, (False, True)
+        batch, size, warmup, rounds, repeats, modes = 64, 128, 3, args.rounds or 1, args.repeats or 20, (False, True)
         machine = torch.cuda.get_device_name(device)
     else:
-        batch, size, warmup, repeats, modes = 1, 256, 1, args.repeats or 1, (False,)
+        batch, size, warmup, rounds, repeats, modes = 1, 256, 1, args.rounds or 3, args.repeats or 2, (False,)
         machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# {machine}; torch {torch.__version__}; batch {batch} of {size} x {size}; "
-          f"{'bf16 channels_last' if device.type == 'cuda' else 'float32'}")
-    layer_rows = [] if args.no_norm_study else norm_layer_study(device, modes, 5 if device.type == "cpu" else 20)
-    if args.norm_layers_only:
-        todo = []
-    rows = []
+          f"{'bf16 channels_last' if device.type == 'cuda' else 'float32'}; {rounds} rounds of {repeats} calls")
+    began = time.perf_counter()
+    layer_rows = [] if args.no_norm_study else norm_layer_study(device, modes, 20 if device.type == "cuda" else 15)
+    rows, fns = [], {}
     for label, spec, edit, single in todo:
         for compiled in modes:
+            row = {"model": label, "spec": spec, "compiled": compiled, "multiscale_of": single, "error": None}
             try:
-                model = bfcnn.build("model", spec)
-                model = edit(model) if edit else model
-                standard_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-                facts = {"parameters": parameter_count(model),
-                         "mflop_per_px": flops_per_pixel(model, getattr(model, "channels", 3)) / 1e6,
-                         "bias_free": bool(model.bias_free) and not standard_bn}
-                rates = measure(spec, edit, device, batch, size, compiled, warmup, repeats)
-                error = None
+                facts, calls = prepare(spec, edit, device, batch, size, compiled, warmup)
+                row.update(facts)
+                fns.update({(label, compiled, kind): fn for kind, fn in calls.items()})
             except Exception as e:  # one model failing must not stop the others
-                facts, rates, error = {}, {}, f"{type(e).__name__}: {e}"
-            rows.append({"model": label, "spec": spec, "compiled": compiled, "multiscale_of": single,
-                         **facts, **rates, "error": error})
-            print(json.dumps(rows[-1]), flush=True)
+                row["error"] = f"{type(e).__name__}: {e}"
+            rows.append(row)
+    times = interleaved(fns, device, rounds, repeats)
+    for r in rows:
+        for kind in ("forward", "train") if not r["error"] else ():
+            seconds = times[(r["model"], r["compiled"], kind)]
+            r[f"{kind}_per_s"], r[f"{kind}_s_rounds"] = batch / min(seconds), seconds
+        print(json.dumps(r), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine, "batch": batch, "size": size, "rounds": rounds,
+                                               "repeats": repeats, "rows": rows, "norm_layers": layer_rows},
+                                              indent=2, default=str))
+    if not rows:
+        return
     by_key = {(r["model"], r["compiled"]): r for r in rows}
-    print("\n| model | compiled | bias-free | params | MFLOP/px | forward /s | train step /s | multiscale speed-up (train) |")
+    print(f"\n{len(rows)} cases, {rounds} rounds of {repeats} calls each, {time.perf_counter() - began:.0f} s:")
+    print("| model | compiled | bias-free | params | MFLOP/px | forward /s | train step /s "
+          "| vs single scale (forward, train) |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         if r["error"]:
             print(f"| {r['model']} | {r['compiled']} | error: {r['error']} |")
             continue
         base = by_key.get((r["multiscale_of"], r["compiled"])) if r["multiscale_of"] else None
-        speedup = f"{r['train_per_s'] / base['train_per_s']:.2f}x" if base and not base["error"] else ""
+        speedup = (f"{r['forward_per_s'] / base['forward_per_s']:.2f}x, {r['train_per_s'] / base['train_per_s']:.2f}x"
+                   if base and not base["error"] else "")
         print(f"| {r['model']} | {'yes' if r['compiled'] else 'no'} | {'yes' if r['bias_free'] else 'no'} "
               f"| {r['parameters']:,} | {r['mflop_per_px']:.3g} | {r['forward_per_s']:.3g} "
               f"| {r['train_per_s']:.3g} | {speedup} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "batch": batch, "size": size, "rows": rows,
-                                               "norm_layers": layer_rows},
-                                              indent=2, default=str))
 
 
 if __name__ == "__main__":
