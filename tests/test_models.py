@@ -354,6 +354,15 @@ def test_bias_free_batch_norm():
     assert bf.dtype == torch.bfloat16 and torch.isfinite(bf.float()).all()
 
 
+def test_bias_free_batch_norm_std_is_accurate_in_bf16_with_a_large_mean():
+    """The centre is rounded to bf16 before it is subtracted; the statistic corrects for that offset."""
+    x = (torch.randn(8, 4, 32, 32, dtype=torch.float64) * 4 + 100.3).to(torch.bfloat16)  # mean between bf16 steps
+    bn = BiasFreeBatchNorm(4, momentum=1.0).train()
+    bn(x)
+    exact = x.double().var(dim=(0, 2, 3), unbiased=False)
+    assert ((bn.running_var.double() - exact).abs() / exact).max() < 1e-3
+
+
 def test_scale_free_gate_and_shrink():
     h = torch.randn(2, 6, 5, 7)
     gate, shrink = ScaleFreeGate(6), ScaleFreeShrink(6, threshold=0.5)
