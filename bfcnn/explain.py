@@ -722,12 +722,7 @@ def command(args):
         raise BfcnnError(f"-o {args.output_dir}: is a file, not a folder")
     pixels = [parse_pixel(p) for p in args.pixels] if args.pixels else None
     crop = parse_crop(args.crop) if args.crop else None
-    if args.probes < 2:
-        raise BfcnnError(f"--probes must be at least 2, got {args.probes}")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise BfcnnError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
-    if not all(math.isfinite(s) and s >= 0 for s in (args.sigma, *args.sigmas)):
-        raise BfcnnError("--sigma and --sigmas: noise levels must be finite and non-negative (0..255 scale)")
+    check_settings(args.sigma, args.sigmas, args.probes, args.chunk_size)
 
     device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:

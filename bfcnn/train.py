@@ -545,19 +545,20 @@ class Trainer:
         self.model.eval()
         results = {}
         try:
-            crop = self.cfg.get("validation_crop")
-            cleans = [center_crop(image, crop).to(self.device) for image in images]  # uploaded once, not per sigma
-            for sigma in self.cfg["validation_sigmas"]:
-                sums = {name: 0.0 for name, _ in self.metrics}
-                for index, clean in enumerate(cleans):
+            sigmas, crop = self.cfg["validation_sigmas"], self.cfg.get("validation_crop")
+            sums = {(name, sigma): 0.0 for sigma in sigmas for name, _ in self.metrics}
+            for index, image in enumerate(images):  # one image on the device at a time, uploaded once
+                clean = center_crop(image, crop).to(self.device)
+                for sigma in sigmas:
                     generator = torch.Generator(device=self.device).manual_seed(mix(self.seed, 4, index, int(sigma * 1000)))
                     noisy = clean + (sigma / 255.0) * torch.randn(clean.shape, generator=generator, device=self.device)
                     with self.autocast():
                         denoised = self.model(noisy).float()
                     for name, metric in self.metrics:
-                        sums[name] += float(metric(denoised, clean).mean())
-                for name, total in sums.items():
-                    results[f"{name}_sigma{sigma:g}"] = total / len(images)
+                        sums[name, sigma] += float(metric(denoised, clean).mean())
+            for sigma in sigmas:
+                for name, _ in self.metrics:
+                    results[f"{name}_sigma{sigma:g}"] = sums[name, sigma] / len(images)
         finally:
             self.model.train()
         first = self.metrics[0][0]

@@ -378,8 +378,8 @@ def refuse_to_compute(*args, **kwargs):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--chunk-size", "0"], "--chunk-size must be a positive integer"),
-    (["--chunk-size", "-3"], "--chunk-size must be a positive integer"),
+    (["--chunk-size", "0"], "chunk size: products per batch must be a positive integer"),
+    (["--chunk-size", "-3"], "chunk size: products per batch must be a positive integer"),
     (["--sigma", "nan"], "finite and non-negative"),
     (["--sigma", "inf"], "finite and non-negative"),
     (["--sigmas", "nan"], "finite and non-negative"),

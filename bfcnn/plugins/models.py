@@ -152,9 +152,9 @@ class UNetCore(nn.Module):
             for s in reversed(range(downsamplings)))
         self.head = conv(filters, out_channels, kernel_size, bias=not bias_free)
         # a bound on the context: every stage's convs at their stride, down the encoders and up the decoders,
-        # each max-pool's and each up-sampling's reach, the head
+        # each up-sampling's reach (two coarse pixels, which covers its max-pool's too), the head
         p, n, d = kernel_size // 2, no_layers, downsamplings
-        self.radius = n * p * (2 ** (d + 1) - 1) + (2 ** d - 1) + 2 * (2 ** d - 1) + n * p * (2 ** d - 1) + p
+        self.radius = n * p * (2 ** (d + 1) - 1) + 2 * (2 ** d - 1) + n * p * (2 ** d - 1) + p
         self.grid = 2 ** d  # the max-pools' phase: tiles must start on it to pool the same pixels
 
     def forward(self, x, context=None):
@@ -235,7 +235,7 @@ class Denoiser(nn.Module):
         if local_normalization == 0:  # statistics of the whole image: no tile sees them
             self.receptive_radius = None
         elif local_normalization > 0:
-            self.receptive_radius += local_normalization // 2 + 1
+            self.receptive_radius += local_normalization // 2  # the k x k window's reach
 
     def core_of(self, level):
         if self.levels == 1 or self.shared_weights:
