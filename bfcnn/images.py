@@ -163,7 +163,7 @@ def _read_pillow(path, color_mode) -> np.ndarray:
         return _as_hwc(np.asarray(image))
 
 
-def _read_png16(path, color_mode) -> np.ndarray:
+def _read_png16(path, color_mode, colour_type) -> np.ndarray:
     import cv2
 
     with Image.open(path) as image:  # CRC check of every chunk: catches truncated and corrupt files
@@ -172,7 +172,9 @@ def _read_png16(path, color_mode) -> np.ndarray:
     if array is None:
         raise ImageReadError(f"OpenCV cannot decode {path}")
     array = _as_hwc(array)
-    if array.shape[2] >= 3:  # OpenCV gives BGR(A)
+    if colour_type == 4:  # gray + alpha, which OpenCV expands to BGRA
+        array = array[..., [0, 3]]
+    elif array.shape[2] >= 3:  # OpenCV gives BGR(A)
         array = np.concatenate([array[..., 2::-1], array[..., 3:]], axis=2)
     return convert_channels(np.ascontiguousarray(orient(array, exif_orientation(path))), color_mode)
 
@@ -210,7 +212,7 @@ def read_pixels(path, color_mode="rgb") -> np.ndarray:
             raise ImageReadError("empty file (0 bytes)")
         header = png_header(path)
         if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-            return _read_png16(path, color_mode)
+            return _read_png16(path, color_mode, header[1])
         if path.suffix.lower() in (".tif", ".tiff"):
             array = _read_tiff(path, color_mode)
             if array is not None:
@@ -252,6 +254,8 @@ def write_back_info(path) -> dict:
         with Image.open(path) as image:
             info = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
             exif = image.getexif()
+            if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):  # read as RGB: the file's profile describes other
+                info.pop("icc_profile", None)  # numbers, and a colour-managed viewer would misread the copy
     except Exception:  # e.g. a float TIFF only tifffile reads: nothing to keep
         return {}
     exif.pop(ORIENTATION_TAG, None)
@@ -264,8 +268,8 @@ def write_pixels(path, array: np.ndarray, info=None):
     """Write H x W x C (or H x W) pixels, uint8, uint16 or float in [0, 1], in the format the suffix names,
     atomically: a temporary file beside it, then a rename, so a failure leaves no half-written image.
 
-    16-bit samples stay 16-bit in PNG and TIFF (float samples become 16-bit PNG or float TIFF); other formats
-    get 8 bits. `info` (from write_back_info) is kept where Pillow writes the file.
+    16-bit samples stay 16-bit in PNG (gray, RGB, RGBA; gray + alpha gets 8 bits) and TIFF (float samples become
+    16-bit PNG or float TIFF); other formats get 8 bits. `info` (from write_back_info) is kept where Pillow writes the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -382,3 +382,35 @@ def test_hidden_folders_are_neither_denoised_nor_reported_as_left_out(tmp_path, 
     with caplog.at_level("INFO", logger="bfcnn"):
         assert main(["denoise", str(images), "-o", str(tmp_path / "out"), "--model", str(weights), "-q"]) == 0
     assert "left out" not in caplog.text
+
+
+def png_16bit_gray_alpha(path, array):
+    """Write H x W x 2 uint16 as a 16-bit gray + alpha PNG (colour type 4), which neither Pillow nor OpenCV write."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w, _ = array.shape
+    rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_gray_alpha_png_reads_as_two_channels(tmp_path):
+    array = np.random.default_rng(0).integers(0, 65536, (5, 7, 2)).astype(np.uint16)
+    png_16bit_gray_alpha(tmp_path / "la.png", array)
+    np.testing.assert_array_equal(read_pixels(tmp_path / "la.png", None), array)
+    assert read_pixels(tmp_path / "la.png", "rgb").shape == (5, 7, 3)
+
+
+def test_a_cmyk_photo_loses_its_cmyk_profile_when_written_as_rgb(tmp_path, weights):
+    from PIL import Image, ImageCms
+
+    from bfcnn.images import write_back_info
+    cmyk = Image.fromarray(photo(16, 20)).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg", icc_profile=b"not really a CMYK profile")
+    assert write_back_info(tmp_path / "c.jpg").get("icc_profile") is None
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(photo(16, 20)).save(tmp_path / "r.jpg", icc_profile=srgb)
+    assert write_back_info(tmp_path / "r.jpg")["icc_profile"] == srgb
