@@ -37,13 +37,18 @@ from bfcnn.layers import (
 __all__ = ["BiasFreeBatchNorm", "DnCNN", "Denoiser", "ResNetCore", "UNetCore", "build_denoiser", "model_facts"]
 
 
+def check_kernel_size(kernel_size):
+    """The schema's rule (KERNEL_SIZE) for code that builds a model without bfcnn.build."""
+    if kernel_size % 2 == 0:
+        raise ConfigError(f"model.kernel_size must be odd (a 'same' convolution), got {kernel_size}")
+
+
 class DnCNN(nn.Module):
     """The paper's BF-DnCNN: conv-relu, (depth-2) x conv-BN-relu, conv; predicts the noise and subtracts it."""
 
     def __init__(self, channels=3, depth=20, filters=64, kernel_size=3, batchnorm=True, bias_free=True):
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ConfigError(f"model.kernel_size must be odd (a 'same' convolution), got {kernel_size}")
+        check_kernel_size(kernel_size)
         pad = kernel_size // 2
         layers = [nn.Conv2d(channels, filters, kernel_size, padding=pad, bias=not bias_free), nn.ReLU()]
         for _ in range(depth - 2):
@@ -313,8 +318,7 @@ def build_denoiser(kind, channels=None, input_shape=None, levels=1, filters=None
     channels = resolve_channels(channels, input_shape)
     if min_value >= max_value:
         raise ConfigError(f"model.min_value ({min_value}) must be below model.max_value ({max_value})")
-    if kernel_size % 2 == 0:
-        raise ConfigError(f"model.kernel_size must be odd (a 'same' convolution), got {kernel_size}")
+    check_kernel_size(kernel_size)
     kernel_regularizer = None if kernel_regularizer in (None, "none") else kernel_regularizer
     if kind == "unet":
         filters, no_layers = filters or 32, no_layers or 2
