@@ -292,8 +292,7 @@ def _write(path, array, info, suffix):
                              planarconfig="contig", extrasamples=(2,) if array.shape[2] in (2, 4) else ())
         return
     if array.dtype.kind == "f":
-        scale = 65535 if suffix == ".png" else 255
-        array = np.round(np.clip(array, 0, 1) * scale).astype(np.uint16 if scale == 65535 else np.uint8)
+        array = quantize(array, np.uint16 if suffix == ".png" else np.uint8)
     if array.dtype == np.uint16 and suffix == ".png" and array.shape[2] in (3, 4):
         import cv2  # Pillow cannot write 16-bit colour PNGs; OpenCV can (it wants BGR order), without metadata
 
@@ -311,7 +310,11 @@ def _write(path, array, info, suffix):
     image.save(path, **info)
 
 
+def quantize(array: np.ndarray, dtype) -> np.ndarray:
+    """Float pixels in [0, 1] (clipped) to whole uint8 or uint16 values."""
+    return np.round(np.clip(array, 0, 1) * np.iinfo(dtype).max).astype(dtype)
+
+
 def write_image(path, array: np.ndarray, bit_depth=8):
     """Save H x W x C float in [0, 1] as 8-bit, or 16-bit where the format supports it (PNG, TIFF)."""
-    scale, dtype = (65535, np.uint16) if bit_depth == 16 else (255, np.uint8)
-    write_pixels(path, np.round(np.clip(array, 0, 1) * scale).astype(dtype))
+    write_pixels(path, quantize(array, np.uint16 if bit_depth == 16 else np.uint8))
