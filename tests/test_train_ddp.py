@@ -25,6 +25,13 @@ def ddp_config():
     return config
 
 
+def tail(output, size=3000):
+    """The end of a timed-out child's output (bytes or None there, whatever text=True asked for)."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return (output or "")[-size:]
+
+
 def reference_weights(config, tmp_path, world_size=2):
     """A plain loop: each step, every rank's batch and noise (made as the trainer makes them), concatenated."""
     config = bfcnn.load_config(config)
@@ -54,9 +61,14 @@ def test_two_processes_with_gloo_match_one_process(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
-    done = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "bfcnn", "run", str(path), "-o", str(run)],
-                          env=env(), capture_output=True, text=True, timeout=300)
+    # --local-addr: torchrun otherwise tells the ranks to meet at this machine's host name, and where that does
+    # not resolve (a CI sandbox's name need not be in /etc/hosts) its own agent retries until killed
+    command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+               "--nproc_per_node", "2", "-m", "bfcnn", "run", str(path), "-o", str(run)]
+    try:
+        done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"torchrun did not finish in {hung.timeout} s; it printed:\n{tail(hung.stdout)}\n{tail(hung.stderr)}")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())["train"]
     assert summary["world_size"] == 2 and summary["steps"] == 4
