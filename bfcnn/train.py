@@ -422,6 +422,9 @@ class Trainer:
             return self.loop()
         finally:
             if self.owns_group and torch.distributed.is_initialized():
+                # DDP's reducer holds the process group: dropped after the group, it would run gloo's destructor
+                # with the GIL held, which joins a worker thread that may need the GIL (a hang at exit, torch 2.13)
+                self.net = Iterated(self.model)
                 torch.distributed.destroy_process_group()
 
     def loop(self) -> dict:

@@ -3,7 +3,9 @@ run of plain steps on the same global batch (both ranks' batches and noise, conc
 
 from __future__ import annotations
 
+import gc
 import json
+import socket
 import subprocess
 
 import pytest
@@ -95,3 +97,30 @@ def test_ranks_see_different_data(tmp_path, world_size):
     views = [Trainer(config, tmp_path, rank=r, world_size=world_size, distributed=False) for r in range(world_size)]
     first = [next(step_batches(v.dataset, v.seed, 0, v.every, r, world_size)) for r, v in enumerate(views)]
     assert not torch.equal(first[0], first[1])
+
+
+def test_ddp_lets_go_of_the_process_group_before_it_is_destroyed(tmp_path, monkeypatch):
+    """DDP's reducer holds the process group. Left alive past destroy_process_group, it is the last holder, and
+    gloo's destructor then runs with the GIL held and joins a worker thread that may be waiting for the GIL:
+    about one torchrun run in ten hung at exit that way. The trainer drops its DDP wrapper first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    alive = []
+    destroy = torch.distributed.destroy_process_group
+
+    def watched_destroy(*args, **kwargs):
+        ddp = torch.nn.parallel.DistributedDataParallel
+        alive.extend(o for o in gc.get_objects() if issubclass(type(o), ddp))  # type(): no deprecated proxies
+        return destroy(*args, **kwargs)
+
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", watched_destroy)
+    trainer = Trainer(bfcnn.load_config(ddp_config()), tmp_path / "run", distributed=True)
+    with one_thread():
+        summary = trainer.run()
+    assert trainer.owns_group and summary["replica_spread"] == 0.0  # it trained under a group of its own
+    assert not torch.distributed.is_initialized()
+    assert alive == []
