@@ -34,8 +34,9 @@ def check(name, got, expected, tolerance):
 
 model = runtime.load(folder / "model_float32.tflite")
 check("float32 file, batch of 2, 37x29", model(data["small"]), data["small_out"], 1e-4)
-tiled = runtime.denoise_array(data["image"], folder / "model_float32.tflite", tile=64, margin=16, blend=8)
-check("float32 file, 150x200 image in 64-pixel tiles", tiled, data["image_out"], 1e-4)
+assert (model.margin, model.align) == (int(data["margin"]), 1), "the tiling context from the export report"
+tiled = runtime.denoise_array(data["image"], folder / "model_float32.tflite", tile=64, blend=8)
+check("float32 file, 150x200 image in 64-pixel tiles (the report's margin)", tiled, data["image_out"], 1e-4)
 model = runtime.load(folder / "model_uint8.tflite")
 assert model.io == "uint8" and model.raw(np.zeros((1, 9, 7, 3), np.uint8)).dtype == np.uint8
 check("uint8 file, batch of 2, 37x29", model(data["small"]), data["small_uint8_out"], 1 / 255 + 1e-6)

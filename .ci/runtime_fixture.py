@@ -9,6 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bfcnn, whatever is installed
 import bfcnn  # noqa: E402
+from bfcnn.denoise import receptive_radius  # noqa: E402
 
 folder = Path(sys.argv[1])
 torch.manual_seed(0)
@@ -28,6 +29,7 @@ with torch.no_grad():
         "small_uint8_out": np.clip(model(torch.from_numpy(quantized.astype(np.float32))).numpy(), 0, 1),
         "image": image,
         "image_out": model(torch.from_numpy(image.transpose(2, 0, 1)[None].copy())).numpy()[0].transpose(1, 2, 0),
+        "margin": np.array(receptive_radius(model)),  # what the report beside the file must say
     }
 np.savez(folder / "expected.npz", **expected)
 print(f"runtime fixture: exported to {folder}")

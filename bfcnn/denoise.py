@@ -66,6 +66,16 @@ def receptive_radius(module):
     return radius
 
 
+def tiling_context(module) -> dict:
+    """How to tile `module` exactly: its receptive radius as `margin` (FALLBACK_MARGIN, and `exact` false, where
+    it cannot be computed) and, as `align`, what tile windows start on a multiple of so that they see the whole
+    image's pixel grid (a pyramid's or a pooling's grid, a size multiple the model needs). Exporters write this
+    into their reports, where the torch-free runtime reads it."""
+    radius = receptive_radius(module)
+    align = math.lcm(int(getattr(module, "size_multiple", 1) or 1), int(getattr(module, "grid", 1) or 1))
+    return {"margin": FALLBACK_MARGIN if radius is None else radius, "align": align, "exact": radius is not None}
+
+
 class Denoiser:
     """A trained denoiser for arrays of any size: `denoise(array)` maps H x W x C (or H x W) uint8, uint16 or
     float (in [0, 1]) to the same shape and dtype, tile by tile in bounded memory.
@@ -92,17 +102,14 @@ class Denoiser:
 
         self.channels = model_channels(module)
         self.tile = tile or DEFAULT_TILE.get(self.device.type, 512)
-        radius = receptive_radius(module)
-        self.exact = radius is not None
-        self.radius = radius if radius is not None else FALLBACK_MARGIN
+        context = tiling_context(module)  # tiles start on the model's grid with its radius of context
+        self.radius, self.align, self.exact = context["margin"], context["align"], context["exact"]
         self.margin = margin
         self.blend = blend
         self.iterations = iterations
         self.precision = precision
         self.source = source
         self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)  # sizes the model needs: padded to
-        # tiles start on the model's sampling grid (a pyramid's, a pooling's) so they see the whole image's pixels
-        self.align = math.lcm(self.size_multiple, int(getattr(module, "grid", 1) or 1))
         self.on_device = self.device.type == "cuda"  # blend tiles on the GPU; on a CPU numpy's path is leaner
 
     def denoise_on_device(self, image, scale, iterations, tile, margin, blend, clip):
@@ -368,9 +375,11 @@ def runtime_channels(model_file, backend):
     return cached_load(str(model_file), backend).channels
 
 
-def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, channels=None):
-    """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile)` with x an
-    H x W x C float32 array in [0, 1], expected to return the same shape (float); the dtype is restored here.
+def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, channels=None, margin=None,
+                               blend=DEFAULT_BLEND):
+    """Through the torch-free runtime: `denoise_file_array(x, model_file, backend, tile=tile, margin=margin,
+    blend=blend)` with x an H x W x C float32 array in [0, 1], expected to return the same shape (float); the
+    dtype is restored here. `margin` None: the model's, from its export report.
 
     Gray images through a color model and color images through a gray one are handled as the torch path
     does: gray is repeated into every channel and the result averaged; color is denoised channel by channel.
@@ -384,7 +393,8 @@ def denoise_array_with_runtime(array, model_file, backend, tile, runtime=None, c
     x = image.astype(np.float32) / scale if scale != 1.0 else image.astype(np.float32)
 
     def run(pixels):
-        return np.asarray(runtime(pixels, str(model_file), backend, tile=tile), dtype=np.float32).reshape(pixels.shape)
+        y = runtime(pixels, str(model_file), backend, tile=tile, margin=margin, blend=blend)
+        return np.asarray(y, dtype=np.float32).reshape(pixels.shape)
 
     if x.shape[2] == 1 and channels and channels > 1:
         y = run(np.repeat(x, channels, axis=2)).mean(axis=2, keepdims=True)
@@ -445,7 +455,7 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
 
         def run(array):
             return denoise_array_with_runtime(array, model_file, backend, tile or DEFAULT_TILE["cpu"], runtime,
-                                              channels)
+                                              channels, margin, blend)
     targets = [(path, output_path(output_dir, relative, suffix, extension)) for path, relative in files]
     sources = {path.resolve() for path, _ in files}
     clashes = [(path, target) for path, target in targets if target.resolve() in sources]

@@ -5,6 +5,10 @@
     y = model(x)                                   # float32 N x C x H x W in [0, 1] -> the same shape
     out = denoise_array(image, "export/model.onnx", tile=512)   # H x W x C float32, tiled like the torch path
 
+Tiles get the model's receptive radius of context and start on its sampling grid, as the exporter wrote them
+into the report beside the file (`<file>.report.json`): keep the report with the file for exact tiling.
+Without it, tiles get DEFAULT_MARGIN pixels of context and blending hides what differs.
+
 Interpreters: onnxruntime for .onnx; for .tflite ai-edge-litert, or tflite-runtime where that is installed
 (tflite-runtime 2.14 runs only with numpy < 2). Models exported with `io: uint8` take and give N x H x W x C
 uint8 images; `load` hides that: its callable still takes and gives float32 N x C x H x W (quantized to 8 bits
@@ -15,6 +19,7 @@ bfcnn package (copy runtime.py and tiling.py side by side).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -41,8 +46,10 @@ except ImportError:  # loaded as a plain module, without the bfcnn package: tili
 
 BACKENDS = ("onnx", "tflite")
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
-__all__ = ["BACKENDS", "ExportedModel", "available_backends", "backend_of", "cached_load", "denoise_array",
-           "denoise_file_array", "load", "quiet_native_logs", "tflite_interpreter_class"]
+DEFAULT_MARGIN = 32  # context for a file whose export report is not beside it
+__all__ = ["BACKENDS", "DEFAULT_MARGIN", "ExportedModel", "available_backends", "backend_of", "cached_load",
+           "denoise_array", "denoise_file_array", "load", "quiet_native_logs", "report_of",
+           "tflite_interpreter_class"]
 
 # Info lines that TFLite's C++ code (and the converter's absl logging) writes straight to the process's
 # stderr, past Python's logging: "I0000 00:00:... port.cc:153] ...", absl's preamble, XNNPACK's greeting.
@@ -117,6 +124,32 @@ def backend_of(model_file, backend=None) -> str:
     return SUFFIXES[suffix]
 
 
+def report_of(model_file):
+    """The exporter's report on a model file: `<file>.report.json`, or a report beside it that lists the file
+    among its variants (a TFLite export's fp16 and int8 files); None where there is none that can be read."""
+    path = Path(model_file)
+    own = path.with_name(path.name + ".report.json")
+    for candidate in [own] + sorted(p for p in path.parent.glob("*.report.json") if p != own):
+        try:
+            report = json.loads(candidate.read_text())
+            variants = report.get("variants") or {}
+            if candidate == own or path.name in {Path(str(v)).name for v in variants.values()}:
+                return report
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a report's shape
+            continue
+    return None
+
+
+def tiling_of(model_file):
+    """(margin, align) from the file's export report, else (DEFAULT_MARGIN, 1)."""
+    tiling = (report_of(model_file) or {}).get("tiling")
+    try:
+        margin, align = int(tiling["margin"]), int(tiling["align"])
+    except (TypeError, KeyError, ValueError):
+        return DEFAULT_MARGIN, 1
+    return (margin, align) if margin >= 0 and align >= 1 else (DEFAULT_MARGIN, 1)
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -127,8 +160,9 @@ def default_threads() -> int:
 class ExportedModel:
     """An exported denoiser. Call it on float32 N x C x H x W in [0, 1]; `raw` runs the file's own signature.
 
-    Attributes: backend, path, io ("float32": N x C x H x W float32, or "uint8": N x H x W x C uint8) and
-    channels (None where the file leaves it open).
+    Attributes: backend, path, io ("float32": N x C x H x W float32, or "uint8": N x H x W x C uint8),
+    channels (None where the file leaves it open), and margin and align, the context and grid that tiles get
+    (from the export report beside the file; DEFAULT_MARGIN and 1 without one).
     """
 
     def __init__(self, path, backend, threads=None):
@@ -136,6 +170,7 @@ class ExportedModel:
         self.threads = threads or default_threads()
         if not self.path.is_file():
             raise BfcnnError(f"model file not found: {self.path}")
+        self.margin, self.align = tiling_of(self.path)
         self._shape, self._greeted = None, False
         if backend == "onnx":
             self._open_onnx()
@@ -250,12 +285,13 @@ def cached_load(model_file, backend=None, threads=None) -> ExportedModel:
     return _CACHE[key]
 
 
-def denoise_array(image: np.ndarray, model, backend=None, tile=512, margin=32, blend=16, threads=None,
-                  out=None) -> np.ndarray:
+def denoise_array(image: np.ndarray, model, backend=None, tile=512, margin=None, blend=16, threads=None,
+                  out=None, align=None) -> np.ndarray:
     """Denoise an H x W x C float32 image in [0, 1] with an exported model (a path or a loaded ExportedModel).
 
-    Images larger than `tile` are processed tile by tile with `margin` pixels of context (bfcnn.tiling), so
-    memory stays bounded; `tile=None` runs the whole image at once. The result is float32 H x W x C, not clipped.
+    Images larger than `tile` are processed tile by tile with `margin` pixels of context, windows starting on
+    multiples of `align` (bfcnn.tiling), so memory stays bounded; both default to the model's (its export
+    report's). `tile=None` runs the whole image at once. The result is float32 H x W x C, not clipped.
     A path is opened once and kept for the next calls (the last few files).
     """
     if not isinstance(model, ExportedModel):
@@ -269,7 +305,9 @@ def denoise_array(image: np.ndarray, model, backend=None, tile=512, margin=32, b
         raise BfcnnError(f"{model.path.name} takes {model.channels}-channel images, this one has {image.shape[2]}")
     if tile is None or max(image.shape[:2]) <= tile:
         return model(image.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
-    return tiled_apply(image, model, tile=tile, margin=margin, blend=blend, out=out)
+    margin = model.margin if margin is None else margin
+    align = model.align if align is None else align
+    return tiled_apply(image, model, tile=tile, margin=margin, blend=blend, out=out, align=align)
 
 
 denoise_file_array = denoise_array  # the name the `bfcnn denoise` command was promised

@@ -344,8 +344,8 @@ def test_cli_onnx_backend_without_runtime_is_a_clear_error(tmp_path, images, mon
 def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
     calls = []
 
-    def denoise_file_array(array, model_file, backend, tile=512):
-        calls.append((array.dtype, array.shape, model_file, backend, tile))
+    def denoise_file_array(array, model_file, backend, tile=512, margin=None, blend=16):
+        calls.append((array.dtype, array.shape, model_file, backend, tile, margin, blend))
         return 1 - array
     fake_runtime = types.SimpleNamespace(denoise_file_array=denoise_file_array,
                                          cached_load=lambda path, backend: types.SimpleNamespace(channels=None))
@@ -354,8 +354,8 @@ def test_cli_onnx_backend_calls_the_runtime(tmp_path, images, monkeypatch):
     (tmp_path / "export" / "model.onnx").write_bytes(b"placeholder")
     out = tmp_path / "o"
     assert main(["denoise", str(images / "one.png"), str(images / "deep16.tif"), "-o", str(out), "--backend",
-                 "onnx", "--model", str(tmp_path), "--tile", "256", "-q"]) == 0
-    assert {(c[0], c[3], c[4]) for c in calls} == {(np.dtype(np.float32), "onnx", 256)}
+                 "onnx", "--model", str(tmp_path), "--tile", "256", "--margin", "40", "--blend", "8", "-q"]) == 0
+    assert {(c[0], c[3], c[4], c[5], c[6]) for c in calls} == {(np.dtype(np.float32), "onnx", 256, 40, 8)}
     assert calls[0][2].endswith("model.onnx")
     original = read_pixels(images / "deep16.tif", None)
     inverted = read_pixels(out / "deep16.tif", None)

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import bfcnn
+from bfcnn.denoise import receptive_radius
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
 from bfcnn.plugins import exporters
 
@@ -58,6 +59,8 @@ def test_every_exporter_writes_checked_files_and_a_report(name, tmp_path):
     first = Path(report["variants"]["float32"])
     saved = json.loads(first.with_name(first.name + ".report.json").read_text())
     assert saved["files"] == report["files"]
+    # what the runtime tiles the files with: a depth-3 conv stack needs 3 pixels of context, on any grid
+    assert saved["tiling"] == {"margin": receptive_radius(model), "align": 1, "exact": True}
     # the check ran on random inputs and real images at several sizes
     labels = [row["input"] for row in report["check"]["float32"]["inputs"]]
     assert any(label.startswith("random 2x") for label in labels)
@@ -139,6 +142,18 @@ def test_a_failed_check_is_a_run_error(tmp_path, monkeypatch):
         bfcnn.build("exporter", {"type": "onnx", **FAST})(tiny_model(), tmp_path, example())
     report = json.loads((tmp_path / "model.onnx.report.json").read_text())  # the report says what went wrong
     assert report["check"]["float32"]["max_abs_difference"] > 1e-4
+
+
+def test_a_tflite_file_that_cannot_resize_fails_its_check_and_points_to_onnx(tmp_path):
+    """litert-torch 0.10 converts a pyramid at a fixed size and keeps that size in its resize and pad ops: the
+    check at other sizes fails, and says what to do (the README says so too; when litert-torch learns to
+    resize these graphs, this test fails and both go)."""
+    if not available("tflite"):
+        pytest.skip("tflite extra not installed")
+    torch.manual_seed(0)
+    model = bfcnn.build("model", {"type": "resnet", "levels": 2, "filters": 4, "no_layers": 1}).eval()
+    with pytest.raises(RunError, match="export those to ONNX"):
+        bfcnn.build("exporter", {"type": "tflite", **FAST})(model, tmp_path, example())
 
 
 def test_missing_extra_is_listed_and_building_fails_with_the_install_hint(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,6 +160,52 @@ def test_gray_image_through_a_color_file_matches_the_torch_path(backend, exporte
     through_torch = Denoiser(model, device="cpu").denoise(gray)
     assert through_file.shape == gray.shape and through_file.dtype == np.uint8
     assert np.abs(through_file.astype(int) - through_torch.astype(int)).max() <= 1
+
+
+def test_a_multiscale_file_tiles_exactly_with_the_context_its_report_states(tmp_path):
+    """The exporter writes the model's receptive radius and sampling grid into the file's report and the runtime
+    tiles with them: a 3-level pyramid (40 px of context, grid 4) tiled at 37 px is the whole image. Without
+    the report the file gets DEFAULT_MARGIN from any pixel, and the tiles differ. ONNX only: litert-torch 0.10
+    gives a pyramid a TFLite file that runs at its converted size alone (the export check says so)."""
+    from test_denoise import MULTISCALE, photo, randomized
+
+    model = randomized(MULTISCALE["resnet, 3 levels, shared"])
+    try:
+        exporter = bfcnn.build("exporter", {**BACKENDS["onnx"], "filename": "pyramid.onnx"})
+    except MissingDependencyError:
+        pytest.skip("onnx extra not installed")
+    if "onnx" not in runtime.available_backends():
+        pytest.skip("onnxruntime not installed")
+    report = exporter(model, tmp_path, torch.rand(1, 3, 32, 32))
+    assert report["tiling"] == {"margin": model.receptive_radius, "align": model.grid, "exact": True}
+    path = Path(report["variants"]["float32"])
+    loaded = runtime.load(path)
+    assert (loaded.margin, loaded.align) == (model.receptive_radius, model.grid) and loaded.margin > 32
+    image = photo(75, 91).astype(np.float32) / 255
+    whole = runtime.denoise_array(image, loaded, tile=None)
+    np.testing.assert_allclose(runtime.denoise_array(image, loaded, tile=37, blend=8), whole, atol=1e-5)
+    path.with_name(path.name + ".report.json").unlink()
+    bare = runtime.load(path)
+    assert (bare.margin, bare.align) == (runtime.DEFAULT_MARGIN, 1)
+    assert np.abs(runtime.denoise_array(image, bare, tile=37, blend=8) - whole).max() > 1e-3
+
+
+def test_a_variant_file_finds_its_export_report_and_bad_reports_are_passed_over(tmp_path):
+    """A TFLite export writes one report for all its files (model.tflite.report.json lists model_int8.tflite)."""
+    tiling = {"margin": 40, "align": 4, "exact": True}
+    for name in ("model.tflite", "model_int8.tflite", "other.tflite", "odd.tflite"):
+        (tmp_path / name).write_bytes(b"not read here")
+    (tmp_path / "a-broken.report.json").write_text("{not json")
+    (tmp_path / "b-list.report.json").write_text("[1, 2]")
+    (tmp_path / "model.tflite.report.json").write_text(json.dumps(
+        {"tiling": tiling, "variants": {"float32": str(tmp_path / "model.tflite"),
+                                        "int8": "somewhere/else/model_int8.tflite"}}))
+    (tmp_path / "odd.tflite.report.json").write_text(json.dumps({"tiling": {"margin": "wide", "align": 4}}))
+    assert runtime.report_of(tmp_path / "model_int8.tflite")["tiling"] == tiling
+    assert runtime.tiling_of(tmp_path / "model_int8.tflite") == (40, 4)
+    assert runtime.report_of(tmp_path / "other.tflite") is None
+    assert runtime.tiling_of(tmp_path / "other.tflite") == (runtime.DEFAULT_MARGIN, 1)
+    assert runtime.tiling_of(tmp_path / "odd.tflite") == (runtime.DEFAULT_MARGIN, 1)
 
 
 def test_quiet_native_logs_hides_native_info_lines_only(capfd):

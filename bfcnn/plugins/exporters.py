@@ -4,7 +4,8 @@
 Every export checks itself: the exported file, run through bfcnn.runtime (the torch-free runtime users run),
 against the torch model on random inputs and on real images at several sizes. A float32 export must agree to
 `tolerance` (1e-4 by default; one grey level for `io: uint8`), else the export fails (RunError). The report is
-also written next to the files as `<file>.report.json`.
+also written next to the files as `<file>.report.json`; its `tiling` (the model's receptive radius and sampling
+grid) is what bfcnn.runtime tiles the files with, so large images come out as the whole image would.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from bfcnn import hookimpl
+from bfcnn.denoise import tiling_context
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
 from bfcnn.layers import model_channels
 
@@ -151,6 +153,7 @@ class Exporter:
 
     backend = ""
     suffix = ""
+    resize_hint = ""  # added to a check that fails on a size or batch the file was not converted at
 
     def __init__(self, filename=None, io="float32", tolerance=None, check_sizes=None, check_images="auto"):
         self.filename = filename or f"model{self.suffix}"
@@ -191,10 +194,10 @@ class Exporter:
                 got = runner.raw(x_io)
             except Exception as error:
                 raise RunError(f"{self.backend} export check: {runner.path.name} failed on {label} "
-                               f"(torch runs it): {type(error).__name__}: {error}") from error
+                               f"(torch runs it): {type(error).__name__}: {error}{self.resize_hint}") from error
             if got.shape != expected.shape:
                 raise RunError(f"{self.backend} export check: output shape {got.shape} != torch's {expected.shape} "
-                               f"on {label}")
+                               f"on {label}{self.resize_hint}")
             diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
             if not math.isfinite(diff):  # NaN or inf in either output: never a pass
                 diff = math.inf
@@ -226,7 +229,8 @@ class Exporter:
         reference = copy.deepcopy(module)  # converters may rewrite the module they are given; check against this
         started = time.perf_counter()
         report = {"format": self.backend, "io": self.io,
-                  "layout": "N x H x W x C uint8" if self.io == "uint8" else "N x C x H x W float32"}
+                  "layout": "N x H x W x C uint8" if self.io == "uint8" else "N x C x H x W float32",
+                  "tiling": tiling_context(model)}  # what bfcnn.runtime tiles the files with (see report_of)
         files = self.convert(module, sample, path, report)
         report["files"] = [str(p) for p in files.values()]
         report["variants"] = {variant: str(p) for variant, p in files.items()}
@@ -286,6 +290,8 @@ class TfliteExporter(Exporter):
     """TFLite through litert-torch; fp16 and dynamic-range int8 variants through ai-edge-quantizer."""
 
     backend, suffix = "tflite", ".tflite"
+    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the gated, multiscale and UNet models' "
+                   "graphs keep that size in their pad, resize and reduction ops: export those to ONNX")
     VARIANT_SUFFIX = {"float32": "", "float16": "_fp16", "int8": "_int8"}
 
     def __init__(self, filename="model.tflite", io="float32", variants=("float32",), tolerance=None,
