@@ -171,7 +171,10 @@ class ScaleFreeGate(nn.Module):
         nn.init.constant_(self.proj.bias, self.open_logit)
 
     def forward(self, h):
-        direction = h * torch.rsqrt(h.pow(2).sum(dim=1, keepdim=True) + self.EPS)
+        # the channel sum as a 1x1 convolution with ones: litert-torch 0.10 gives a keepdim reduction a reshape
+        # fixed at the converted size, so a TFLite file with one could not be resized
+        squares = F.conv2d(h * h, h.new_ones(1, h.shape[1], 1, 1))
+        direction = h * torch.rsqrt(squares + self.EPS)
         return torch.sigmoid(self.proj(direction))
 
 

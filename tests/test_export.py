@@ -156,6 +156,20 @@ def test_a_tflite_file_that_cannot_resize_fails_its_check_and_points_to_onnx(tmp
         bfcnn.build("exporter", {"type": "tflite", **FAST})(model, tmp_path, example())
 
 
+def test_a_gated_model_gives_a_tflite_file_that_resizes(tmp_path):
+    """The gate's channel sum is a 1x1 convolution, not a keepdim reduction (which litert-torch 0.10 fixes at
+    the converted size): the file passes the check at other sizes and a batch of two."""
+    if not available("tflite"):
+        pytest.skip("tflite extra not installed")
+    from test_denoise import randomized
+
+    model = randomized({"type": "gatenet", "filters": 4, "no_layers": 1}).eval()
+    report = bfcnn.build("exporter", {"type": "tflite", **FAST})(model, tmp_path, example())
+    assert report["check"]["float32"]["max_abs_difference"] <= report["check"]["tolerance"]
+    shapes = {row["input"] for row in report["check"]["float32"]["inputs"]}
+    assert {"random 2x3x16x16", "random 1x3x23x37"} <= shapes  # a batch of two, and a size besides 32x32
+
+
 def test_missing_extra_is_listed_and_building_fails_with_the_install_hint(monkeypatch):
     monkeypatch.setattr(exporters, "missing", lambda modules: list(modules))
     summaries = {}

@@ -290,8 +290,8 @@ class TfliteExporter(Exporter):
     """TFLite through litert-torch; fp16 and dynamic-range int8 variants through ai-edge-quantizer."""
 
     backend, suffix = "tflite", ".tflite"
-    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the gated, multiscale and UNet models' "
-                   "graphs keep that size in their pad, resize and reduction ops: export those to ONNX")
+    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the multiscale and UNet models' graphs "
+                   "keep that size in their pad, resize and crop ops: export those to ONNX")
     VARIANT_SUFFIX = {"float32": "", "float16": "_fp16", "int8": "_int8"}
 
     def __init__(self, filename="model.tflite", io="float32", variants=("float32",), tolerance=None,
