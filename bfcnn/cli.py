@@ -54,7 +54,16 @@ def cmd_run(args):
     from .pipeline import run
 
     output = args.output_dir or str(Path("runs") / Path(args.config).stem)
-    summary = run(args.config, output, args.set)
+    overrides = list(args.set)
+    if args.time_limit is not None:
+        from .config import load_config
+        from .train import parse_duration
+
+        parse_duration(args.time_limit)  # a bad duration is one clear error
+        if "train" not in load_config(args.config, overrides):
+            raise BfcnnError("--time-limit: the config has no train section")
+        overrides.append(f"train.time_limit={args.time_limit}")
+    summary = run(args.config, output, overrides)
     print(json.dumps({"output_dir": output, **summary}, indent=2, default=str))
 
 
@@ -117,6 +126,8 @@ def build_parser():
     p.add_argument("config")
     p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="train for at most this long (e.g. 8m, 2h30m): train.time_limit")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("validate", help="check a config and report every problem")
