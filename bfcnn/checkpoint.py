@@ -264,10 +264,17 @@ def find_weights(name_or_path) -> Path:
         if latest is not None:
             return latest / "model.safetensors"
         raise BfcnnError(f"no model.safetensors in {path}")
-    shipped = Path(__file__).parent / "pretrained" / f"{name_or_path}.safetensors"
-    if shipped.is_file():
-        return shipped
-    raise BfcnnError(f"no model at {name_or_path!r}: give a .safetensors file, a run folder or a shipped model name")
+    from .registry import default_registries
+
+    shipped = default_registries()["pretrained"]
+    if isinstance(name_or_path, str) and name_or_path in shipped:
+        weights = Path(shipped.get(name_or_path).factory())
+        if not weights.is_file():
+            raise BfcnnError(f"the pretrained model {name_or_path!r} is registered but its weights are not installed "
+                             f"({weights})")
+        return weights
+    raise BfcnnError(f"no model at {name_or_path!r}: give a .safetensors file, a run folder or a pretrained model's "
+                     f"name (`bfcnn list pretrained`: {', '.join(shipped.names()) or 'none'})")
 
 
 def load_model(name_or_path, device="cpu"):

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -100,7 +101,29 @@ def cmd_list(args):
                              f"{f['flops_per_pixel'] / 1e6:.3g} MFLOP/px  ")
                 except Exception as error:  # someone else's model may fail in any way: report, go on
                     facts = f"(fails to build with default params: {type(error).__name__}: {error})  "
+            elif kind == "pretrained":
+                facts = pretrained_facts(name, component)
             print(f"  {name:<28} {facts}{component.summary}  [{component.plugin}]")
+
+
+def pretrained_facts(name, component) -> str:
+    """Architecture, bias-freeness and parameters of registered weights (read from the file; nothing is run)."""
+    from .checkpoint import read_model_spec
+    from .denoise import DEFAULT_MODEL
+
+    try:
+        from safetensors import safe_open
+
+        path = component.factory()
+        spec = read_model_spec(path)
+        with safe_open(str(path), framework="pt") as f:
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()
+                        if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "running_sd")))
+    except Exception as error:  # a plugin's missing or broken file: report, go on
+        return f"(weights not readable: {error})  "
+    default = " (default)" if name == DEFAULT_MODEL else ""
+    bias_free = "yes" if spec.get("bias_free", True) else "no"
+    return f"{spec.get('type')}{default}, bias-free: {bias_free}, {count:,} params  "
 
 
 def cmd_plugins(args):

@@ -276,10 +276,11 @@ def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
     from .checkpoint import find_weights, load_model
 
     if name_or_path is None:
-        shipped = Path(__file__).parent / "pretrained" / f"{DEFAULT_MODEL}.safetensors"
-        if not shipped.is_file():
-            raise BfcnnError(f"no shipped model is installed (the default {DEFAULT_MODEL!r} is not in "
-                             f"{shipped.parent}): pass --model PATH, a .safetensors file or a run folder")
+        try:
+            find_weights(DEFAULT_MODEL)
+        except BfcnnError as error:
+            raise BfcnnError(f"the default model {DEFAULT_MODEL!r} is not installed ({error}): pass --model with a "
+                             ".safetensors file, a run folder or a pretrained model's name") from None
         name_or_path = DEFAULT_MODEL
     from .devices import resolve_device
 
