@@ -16,7 +16,8 @@ ENTRY_POINT_GROUP = "bfcnn"
 AUTOLOAD_OFF = "BFCNN_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = tuple(
     f"bfcnn.plugins.{name}"
-    for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters")
+    for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters",
+                 "measurements")
 )
 
 

@@ -19,6 +19,7 @@ HOOKS = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
     "exporter": "register_exporters",
+    "measurement": "register_measurements",
 }
 KINDS = tuple(HOOKS)
 

@@ -1,0 +1,279 @@
+"""Restore and sample with the prior implicit in a blind denoiser (Kadkhodaie & Simoncelli, NeurIPS 2021,
+arXiv 2007.13640): a stochastic coarse-to-fine gradient ascent on the log density of noisy images.
+
+A blind least-squares denoiser's residual f(y) - y is sigma^2 times the gradient of log p_sigma(y) (Miyasawa,
+Tweedie), and its size tells the noise level sigma that remains. Starting from noise of std `sigma_0`, each
+step moves y along the residual in the unmeasured subspace and towards the measurements in the measured one,
+
+    d_t = (I - M^T M) (f(y) - y) + M^T m - M^T M y,      sigma_t = |d_t| / sqrt(N)
+    h_t = h0 t / (1 + h0 (t - 1)),   gamma_t = sigma_t sqrt((1 - beta h_t)^2 - (1 - h_t)^2)
+    y  <- y + h_t d_t + gamma_t z,   z ~ N(0, I)
+
+until sigma_t reaches `sigma_L`; the result is f(y). beta in (0, 1] sets how much noise is injected (1: none).
+Without a measurement (`sample`) the same steps draw an image from the prior.
+
+A measurement M is any linear map with orthonormal rows (M M^T = I, so M^T M is the orthogonal projection on
+what is measured): see `Measurement`; the built-ins live in bfcnn/plugins/measurements.py and plugins add more
+through the `register_measurements` hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import BfcnnError
+
+log = logging.getLogger("bfcnn")
+
+# the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
+# see benchmarks/bench_restore.py and BENCHMARKS.md)
+DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000}
+SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000}
+TRAJECTORY_FRAMES = 8  # frames kept at even steps of log sigma between sigma_0 and sigma_L
+
+ALGORITHM_SCHEMA = {
+    "sigma_0": {"type": "number", "exclusiveMinimum": 0, "description": "starting noise level ([0, 1] scale)"},
+    "sigma_L": {"type": "number", "exclusiveMinimum": 0, "description": "stop at this effective noise level"},
+    "h0": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "first step size"},
+    "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+             "description": "injected noise: 1 none, smaller more"},
+    "max_iterations": {"type": "integer", "minimum": 1},
+}
+
+
+class Measurement:
+    """A linear measurement M of images of shape (C, H, W), with orthonormal rows (M M^T = I).
+
+    Subclasses define `measure(x)` (N x C x H x W -> N x ..., the measurements) and `adjoint(y)` (back to
+    N x C x H x W). Optional: `degrade(x)`, the measured image as a person would see it (a blurred photo, a
+    small image; default M^T M x), and `from_degraded(image)`, its inverse back to measurements (default M).
+    A registered measurement's factory returns a callable `(shape, seed=0, device="cpu") -> Measurement`
+    (`MeasurementFactory` makes one from a subclass); that callable may have `image_shape(degraded_shape)`, the
+    shape of the image behind a degraded one (e.g. a factor bigger for super-resolution).
+    """
+
+    def __init__(self, shape, seed=0, device="cpu"):
+        if len(shape) != 3 or min(shape) < 1:
+            raise BfcnnError(f"a measurement is built for an image shape (C, H, W), got {tuple(shape)}")
+        self.shape = tuple(int(s) for s in shape)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+
+    def measure(self, x):
+        raise NotImplementedError
+
+    def adjoint(self, y):
+        raise NotImplementedError
+
+    def project(self, x):
+        """M^T M x: the orthogonal projection of x on the measured subspace."""
+        return self.adjoint(self.measure(x))
+
+    def degrade(self, x):
+        return self.project(x)
+
+    def from_degraded(self, image):
+        return self.measure(image)
+
+    def check(self, x):
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
+            raise BfcnnError(f"{type(self).__name__} was built for images of shape {self.shape} (C, H, W), got "
+                             f"{tuple(x.shape[1:]) if x.dim() == 4 else tuple(x.shape)}")
+        return x
+
+
+class MeasurementFactory:
+    """`MeasurementFactory(cls, **params)(shape, seed, device)` -> cls(shape, seed=seed, device=device, **params)."""
+
+    def __init__(self, cls, **params):
+        self.cls, self.params = cls, params
+
+    def __call__(self, shape, seed=0, device="cpu"):
+        return self.cls(shape, seed=seed, device=device, **self.params)
+
+    def image_shape(self, degraded_shape):
+        fn = getattr(self.cls, "image_shape_for", None)
+        return tuple(fn(tuple(degraded_shape), **self.params)) if fn else tuple(degraded_shape)
+
+    def __repr__(self):
+        return f"{self.cls.__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+@dataclass
+class Result:
+    """What `restore` and `sample` return: the image (N x C x H x W), frames of y along the way, a report."""
+
+    image: torch.Tensor
+    trajectory: list = field(default_factory=list)  # N x C x H x W tensors, from sigma_0 down to sigma_L
+    report: dict = field(default_factory=dict)
+
+
+def as_denoiser(model, device="cpu"):
+    """A model, a Denoiser, or a name/path -> (fn: N x C x H x W -> denoised, the torch module, channels)."""
+    from .denoise import Denoiser, load_denoiser
+    from .layers import model_channels
+
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = load_denoiser(model, device=device)
+    if isinstance(model, Denoiser):
+        return model.forward, model.module, model.channels
+    if not isinstance(model, torch.nn.Module):
+        raise BfcnnError(f"restore needs a denoiser (a torch model, a Denoiser, a name or path), got {type(model)}")
+    module = model.eval()
+
+    def fn(x):
+        with torch.inference_mode():
+            return module(x).float()
+    return fn, module, model_channels(module)
+
+
+def check_prior(module) -> list[str]:
+    """Warnings for a model whose residual does not measure the noise level (the algorithm relies on it)."""
+    notes = []
+    if getattr(module, "bias_free", None) is not True:
+        notes.append(f"the model ({type(module).__name__}) is not bias-free: its residual's size may not track "
+                     "the noise level, and the steps may not converge")
+    if getattr(module, "blind", True) is False:
+        notes.append(f"the model ({type(module).__name__}) is not blind (trained for one noise level): the "
+                     "effective noise level read from its residual is not reliable")
+    for note in notes:
+        log.warning("restore: %s", note)
+    return notes
+
+
+def check_params(sigma_0, sigma_L, h0, beta, max_iterations):
+    for name, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise BfcnnError(f"{name} must be a positive number, got {value!r}")
+    if h0 > 1 or beta > 1:
+        raise BfcnnError(f"h0 and beta must be in (0, 1], got h0={h0}, beta={beta}")
+    if sigma_L >= sigma_0:
+        raise BfcnnError(f"sigma_L ({sigma_L}) must be below sigma_0 ({sigma_0})")
+    if int(max_iterations) < 1:
+        raise BfcnnError(f"max_iterations must be at least 1, got {max_iterations}")
+
+
+def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, beta=None, max_iterations=None,
+            seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None) -> Result:
+    """Solve M x = measured for x with the denoiser's prior.
+
+    model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: the shipped default).
+    measurement: a `Measurement` built for the image shape (None: no constraint, i.e. sampling).
+    measured: M x of the unknown images (N x ...), or for measurement None the batch shape (N, C, H, W).
+    sigma_0, sigma_L, h0, beta: the algorithm's parameters on the [0, 1] pixel scale (defaults: `DEFAULTS`).
+    clean: the true images where known, for PSNR / SSIM in the report.
+    Returns a `Result`: the image (unclamped), `frames` frames of y, and a report (iterations, final sigma in
+    0..255 units, seconds, the sigma of every step, PSNR / SSIM where `clean` is given).
+    """
+    params = dict(defaults or DEFAULTS)
+    for key, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta),
+                       ("max_iterations", max_iterations)):
+        if value is not None:
+            params[key] = value
+    check_params(**params)
+    denoise, module, channels = as_denoiser(model, device)
+    notes = check_prior(module)
+    device = next(iter(module.parameters()), torch.empty(0)).device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    if measurement is None:
+        n, c, height, width = (int(s) for s in measured)
+        measured = None
+        shape = (n, c, height, width)
+        project = lambda x: torch.zeros_like(x)  # noqa: E731
+        back = torch.zeros(shape, device=device)
+    else:
+        measured = measured.to(device=device, dtype=torch.float32)
+        shape = (measured.shape[0], *measurement.shape)
+        project = measurement.project
+        back = measurement.adjoint(measured)
+    if shape[1] not in (1, channels):
+        log.info("restore: %d-channel images through a %d-channel model", shape[1], channels)
+    numel = shape[1] * shape[2] * shape[3]
+    sigma_0, sigma_L, h0, beta = params["sigma_0"], params["sigma_L"], params["h0"], params["beta"]
+    ones = torch.ones(shape, device=device)
+    y = 0.5 * (ones - project(ones)) + back
+    y = y + sigma_0 * torch.randn(shape, generator=generator, device=device)
+    milestones = [sigma_0 * (sigma_L / sigma_0) ** (i / max(frames - 1, 1)) for i in range(frames)]
+    trajectory = [y.clone()] if frames else []
+    sigmas, active = [], torch.ones(shape[0], dtype=torch.bool, device=device)
+    started = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=params["max_iterations"], desc="restore" if measurement is not None else "sample",
+               unit="step", disable=not progress, file=sys.stderr, leave=False)
+    t = 0
+    sigma = torch.full((shape[0],), float("inf"), device=device)
+    try:
+        while t < params["max_iterations"]:
+            t += 1
+            h = h0 * t / (1 + h0 * (t - 1))
+            residual = denoise(y) - y
+            d = residual - project(residual) + back - project(y)
+            sigma = d.flatten(1).norm(dim=1) / math.sqrt(numel)
+            sigmas.append(sigma.max().item())
+            bar.update(1)
+            bar.set_postfix_str(f"sigma {255 * sigmas[-1]:.2f}/255", refresh=False)
+            active = sigma > sigma_L
+            if not active.any():
+                break
+            gamma = sigma * math.sqrt(max((1 - beta * h) ** 2 - (1 - h) ** 2, 0.0))
+            z = torch.randn(shape, generator=generator, device=device)
+            step = h * d + gamma.view(-1, 1, 1, 1) * z
+            y = y + step * active.view(-1, 1, 1, 1)
+            while len(trajectory) < frames - 1 and sigmas[-1] <= milestones[len(trajectory)]:
+                trajectory.append(y.clone())
+    finally:
+        bar.close()
+    image = denoise(y)
+    if frames:
+        trajectory.append(image.clone())
+    seconds = time.perf_counter() - started
+    report = {
+        "iterations": t,
+        "converged": bool(not active.any()),
+        "final_sigma": [round(255 * s, 4) for s in sigma.tolist()],
+        "seconds": round(seconds, 3),
+        "seconds_per_iteration": round(seconds / max(t, 1), 4),
+        "parameters": {**params, "seed": int(seed)},
+        "sigmas": [round(255 * s, 4) for s in sigmas],
+    }
+    if notes:
+        report["warnings"] = notes
+    if not report["converged"]:
+        log.warning("restore: stopped after %d steps at sigma %.3g/255 (sigma_L %.3g/255): raise max_iterations or h0",
+                    t, 255 * sigmas[-1], 255 * sigma_L)
+    if clean is not None:
+        report.update(quality(image, clean.to(image.device)))
+    return Result(image=image, trajectory=trajectory, report=report)
+
+
+def sample(model=None, shape=(3, 64, 64), n=1, seed=0, progress=True, device="cpu", **params) -> Result:
+    """Draw n images of shape (C, H, W) (or (H, W): the model's channels) from the denoiser's prior."""
+    from .denoise import load_denoiser
+
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = load_denoiser(model, device=device)
+    _, _, channels = as_denoiser(model, device)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        shape = (channels, *shape)
+    if len(shape) != 3 or min(shape) < 1 or int(n) < 1:
+        raise BfcnnError(f"sample needs a shape (C, H, W) or (H, W) and n >= 1, got {shape} and n={n}")
+    merged = {**SAMPLE_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    return restore(model, None, (int(n), *shape), seed=seed,
+                   progress=progress, device=device, defaults=merged)
+
+
+def quality(image, clean) -> dict:
+    """Mean PSNR (dB) and SSIM of images in [0, 1] against the clean ones (the registered psnr / ssim)."""
+    from .plugins.metrics import psnr, ssim
+
+    prediction = image.clamp(0, 1)
+    return {"psnr": round(float(psnr()(prediction, clean).mean()), 3),
+            "ssim": round(float(ssim()(prediction, clean).mean()), 4)}
