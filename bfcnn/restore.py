@@ -176,7 +176,8 @@ def check_params(sigma_0, sigma_L, h0, beta, max_iterations):
 
 
 def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, beta=None, max_iterations=None,
-            seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None) -> Result:
+            seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
+            consistent=True) -> Result:
     """Solve M x = measured for x with the denoiser's prior.
 
     model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: the shipped default).
@@ -184,6 +185,8 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     measured: M x of the unknown images (N x ...), or for measurement None the batch shape (N, C, H, W).
     sigma_0, sigma_L, h0, beta: the algorithm's parameters on the [0, 1] pixel scale (defaults: `DEFAULTS`).
     clean: the true images where known, for PSNR / SSIM in the report.
+    consistent: replace the result's measured part by the data's, M^T m (an orthogonal projection, so the result
+    can only come closer to the truth when the data are exact; the paper's code leaves f(y) as it is).
     Returns a `Result`: the image (unclamped), `frames` frames of y, and a report (iterations, final sigma in
     0..255 units, seconds, the sigma of every step, PSNR / SSIM where `clean` is given).
     """
@@ -250,6 +253,8 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     finally:
         bar.close()
     image = denoise(y)
+    if measurement is not None and consistent:  # the measured part is known exactly: keep it (never farther from x)
+        image = image - project(image) + back
     if frames:
         trajectory.append(image.clone())
     if gray_through_color:  # back to one channel: the mean of the channels the data held alike
@@ -262,7 +267,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
         "final_sigma": [round(255 * s, 4) for s in sigma.tolist()],
         "seconds": round(seconds, 3),
         "seconds_per_iteration": round(seconds / max(t, 1), 4),
-        "parameters": {**params, "seed": int(seed)},
+        "parameters": {**params, "seed": int(seed), "consistent": bool(consistent)},
         "sigmas": [round(255 * s, 4) for s in sigmas],
     }
     if notes:
@@ -318,7 +323,9 @@ def parse_task(text):
         return spec
     name, _, rest = text.partition(":")
     spec = {"type": name}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
+    import re
+
+    for item in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", rest))):  # not inside [...]
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise BfcnnError(f"--task {text!r}: parameters are key=value, separated by commas "
