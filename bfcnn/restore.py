@@ -454,3 +454,108 @@ def command(args) -> int:
                                              if clean is not None else ""))
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     return 0
+
+
+# ----------------------------------------------------------------------------------------------- config stage
+
+RESTORE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["tasks"],
+    "properties": {
+        "tasks": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/measurement"},
+                  "description": "measurements to restore every test image from (bfcnn list measurement)"},
+        "directories": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "clean test images (default: as evaluate's test sets)"},
+        "sample_photos": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "validation_images": {"type": "boolean"},
+        "max_images": {"type": "integer", "minimum": 1, "description": "first N images of each test set"},
+        "crop": {"type": "integer", "minimum": 0, "description": "centre crop in pixels (default 128; 0: whole)"},
+        "seed": {"type": "integer", "minimum": 0},
+        "save_images": {"type": "integer", "minimum": 0, "description": "write results of the first N images"},
+        "device": {"type": "string"},
+        "output": {"type": "string", "description": "sub-folder of the run folder (default restoration)"},
+        **ALGORITHM_SCHEMA,
+    },
+}
+
+
+def task_label(spec) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
+    return f"{spec['type']}({params})" if params else spec["type"]
+
+
+def check_stage_inputs(config):
+    """Before training: the restore section's folders exist and its tasks build (not hours later)."""
+    from .config import build
+
+    cfg = config.get("restore") or {}
+    from .evaluate import check_directories
+    check_directories(cfg)
+    for spec in cfg.get("tasks", []):
+        build("measurement", spec)
+
+
+def restore_stage(config: dict, output_dir, model=None) -> dict:
+    """The `restore` stage: every test image measured by every task and restored with the run's model; mean PSNR
+    and SSIM per test set and task (beside the least-norm answer M^T y) into output_dir/restoration/."""
+    import json
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .config import build
+    from .devices import resolve_device
+    from .errors import output_folder
+    from .evaluate import test_sets
+    from .layers import model_channels
+
+    cfg = config.get("restore") or {}
+    output_dir = Path(output_dir)
+    device = resolve_device(cfg.get("device") or config.get("device", "auto"))
+    model = model if model is not None else load_model(output_dir, device=device)
+    out = output_folder(output_dir / cfg.get("output", "restoration"))
+    params = {k: cfg[k] for k in ALGORITHM_SCHEMA if k in cfg}
+    crop, seed, save = cfg.get("crop", 128), cfg.get("seed", 0), cfg.get("save_images", 0)
+    color_mode = "grayscale" if model_channels(model) == 1 else "rgb"
+    tasks = [(task_label(spec), build("measurement", spec)) for spec in cfg["tasks"]]
+    rows = []
+    for set_name, images in test_sets(cfg, color_mode, config.get("dataset")):
+        for index, (image_name, load) in enumerate(images):
+            array = load()
+            if crop:
+                h, w = array.shape[:2]
+                top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+                array = array[top:top + crop, left:left + crop]
+            clean = torch.from_numpy(array.transpose(2, 0, 1).copy())[None].to(device)
+            for label, make in tasks:
+                try:
+                    measurement = make(tuple(clean.shape[1:]), seed=seed + index, device=device)
+                except BfcnnError as error:
+                    raise BfcnnError(f"restore: {set_name}/{image_name}: {error}") from None
+                measured = measurement.measure(clean)
+                result = restore(model, measurement, measured, seed=seed + index, progress=False, clean=clean,
+                                 device=device, **params)
+                least_norm = quality(measurement.adjoint(measured), clean)
+                rows.append({"test_set": set_name, "image": image_name, "task": label,
+                             "psnr": result.report["psnr"], "ssim": result.report["ssim"],
+                             "least_norm_psnr": least_norm["psnr"], "iterations": result.report["iterations"],
+                             "seconds": result.report["seconds"]})
+                log.info("restore: %s/%s %s: %.2f dB (least-norm %.2f dB), %d steps", set_name, image_name, label,
+                         rows[-1]["psnr"], least_norm["psnr"], rows[-1]["iterations"])
+                if index < save:
+                    folder = output_folder(out / "images" / set_name / label)
+                    write_outputs(folder, Path(image_name).name, result, measurement.degrade(clean))
+    results = []
+    for key in dict.fromkeys((r["test_set"], r["task"]) for r in rows):
+        group = [r for r in rows if (r["test_set"], r["task"]) == key]
+        mean = {k: round(sum(r[k] for r in group) / len(group), 4)
+                for k in ("psnr", "ssim", "least_norm_psnr", "iterations", "seconds")}
+        results.append({"test_set": key[0], "task": key[1], "images": len(group), **mean})
+    lines = ["| test set | task | images | PSNR | SSIM | least-norm PSNR | steps | s / image |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['test_set']} | {r['task']} | {r['images']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+              f"{r['least_norm_psnr']:.2f} | {r['iterations']:.0f} | {r['seconds']:.1f} |" for r in results]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"results": results, "per_image": rows,
+                                                  "parameters": {**DEFAULTS, **params}}, indent=2))
+    return {"results": results, "files": [str(out / "results.md"), str(out / "results.json")]}

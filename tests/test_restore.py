@@ -204,3 +204,28 @@ def test_denoise_report_sigma(tmp_path, capsys):
     levels = json.loads((tmp_path / "out" / "noise_levels.json").read_text())
     assert list(levels.values())[0] == pytest.approx(30, rel=0.15)
     assert "noise level" in capsys.readouterr().out
+
+
+# -- the restore section of a config ------------------------------------------------------------------------
+
+def test_a_run_trains_then_restores_with_a_psnr_table(tmp_path, tiny_config):
+    config = {**tiny_config, "restore": {
+        "sample_photos": ["astronaut"], "crop": 32, "save_images": 1, "max_iterations": 5,
+        "tasks": [{"type": "inpaint"}, {"type": "block_average", "factor": 4}]}}
+    summary = bfcnn.run(config, tmp_path / "run")
+    results = summary["restore"]["results"]
+    assert [r["task"] for r in results] == ["inpaint", "block_average(factor=4)"]
+    assert all(r["test_set"] == "sample_photos" and r["iterations"] == 5 and r["psnr"] > 0 for r in results)
+    table = (tmp_path / "run" / "restoration" / "results.md").read_text()
+    assert "| sample_photos | block_average(factor=4) | 1 |" in table
+    assert (tmp_path / "run" / "restoration" / "images" / "sample_photos" / "inpaint" / "astronaut.png").is_file()
+
+
+def test_a_bad_restore_section_stops_the_run_before_training(tmp_path, tiny_config):
+    config = {**tiny_config, "restore": {"tasks": [{"type": "random_pixels", "fraction": 2}]}}
+    with pytest.raises(bfcnn.ConfigError, match="restore.tasks.0.fraction"):
+        bfcnn.run(config, tmp_path / "run")
+    config = {**tiny_config, "restore": {"tasks": [{"type": "inpaint"}], "directories": [str(tmp_path / "nope")]}}
+    with pytest.raises(BfcnnError, match="not found"):
+        bfcnn.run(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
