@@ -33,8 +33,8 @@ log = logging.getLogger("bfcnn")
 
 # the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
 # see benchmarks/bench_restore.py and BENCHMARKS.md)
-DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000}
-SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000}
+DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1}
+SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000, "average": 1}
 TRAJECTORY_FRAMES = 8  # frames kept at even steps of log sigma between sigma_0 and sigma_L
 
 ALGORITHM_SCHEMA = {
@@ -44,6 +44,8 @@ ALGORITHM_SCHEMA = {
     "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
              "description": "injected noise: 1 none, smaller more"},
     "max_iterations": {"type": "integer", "minimum": 1},
+    "average": {"type": "integer", "minimum": 1,
+                "description": "mean of this many draws (nearer the posterior mean, higher PSNR; that many times the work)"},
 }
 
 
@@ -163,7 +165,7 @@ def check_prior(module) -> list[str]:
     return notes
 
 
-def check_params(sigma_0, sigma_L, h0, beta, max_iterations):
+def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1):
     for name, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise BfcnnError(f"{name} must be a positive number, got {value!r}")
@@ -173,10 +175,12 @@ def check_params(sigma_0, sigma_L, h0, beta, max_iterations):
         raise BfcnnError(f"sigma_L ({sigma_L}) must be below sigma_0 ({sigma_0})")
     if int(max_iterations) < 1:
         raise BfcnnError(f"max_iterations must be at least 1, got {max_iterations}")
+    if int(average) < 1:
+        raise BfcnnError(f"average must be at least 1, got {average}")
 
 
 def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, beta=None, max_iterations=None,
-            seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
+            average=None, seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
             consistent=True) -> Result:
     """Solve M x = measured for x with the denoiser's prior.
 
@@ -192,7 +196,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     """
     params = dict(defaults or DEFAULTS)
     for key, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta),
-                       ("max_iterations", max_iterations)):
+                       ("max_iterations", max_iterations), ("average", average)):
         if value is not None:
             params[key] = value
     check_params(**params)
@@ -201,14 +205,16 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     device = next(iter(module.parameters()), torch.empty(0)).device
     generator = torch.Generator(device=device).manual_seed(int(seed))
     gray_through_color = False
+    draws = int(params["average"])
     if measurement is None:
         n, c, height, width = (int(s) for s in measured)
+        n *= draws
         gray_through_color = c == 1 and channels > 1
         shape = (n, channels if gray_through_color else c, height, width)
         project = lambda x: torch.zeros_like(x)  # noqa: E731
         back = torch.zeros(shape, device=device)
     else:
-        measured = measured.to(device=device, dtype=torch.float32)
+        measured = measured.to(device=device, dtype=torch.float32).repeat_interleave(draws, dim=0)
         if measurement.shape[0] == 1 and channels > 1:
             gray_through_color = True
             measurement = Replicated(measurement, channels)
@@ -257,6 +263,10 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
         image = image - project(image) + back
     if frames:
         trajectory.append(image.clone())
+    if draws > 1:  # the mean of the draws of each image; frames of its first draw
+        image = image.unflatten(0, (-1, draws)).mean(dim=1)
+        trajectory = [frame[::draws] for frame in trajectory]
+        sigma = sigma.unflatten(0, (-1, draws)).max(dim=1).values
     if gray_through_color:  # back to one channel: the mean of the channels the data held alike
         image = image.mean(dim=1, keepdim=True)
         trajectory = [frame.mean(dim=1, keepdim=True) for frame in trajectory]
@@ -378,12 +388,14 @@ def add_algorithm_arguments(parser):
     parser.add_argument("--h0", type=float, default=None, help="first step size in (0, 1]")
     parser.add_argument("--beta", type=float, default=None, help="injected noise in (0, 1]: 1 none, smaller more")
     parser.add_argument("--max-iterations", type=int, default=None)
+    parser.add_argument("--average", type=int, default=None,
+                        help="restore: the mean of this many draws (higher PSNR, that many times the work)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def algorithm_params(args) -> dict:
     return {"sigma_0": args.sigma_0, "sigma_L": args.sigma_L, "h0": args.h0, "beta": args.beta,
-            "max_iterations": args.max_iterations}
+            "max_iterations": args.max_iterations, "average": args.average}
 
 
 def add_arguments(parser):

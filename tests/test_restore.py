@@ -63,6 +63,11 @@ def test_super_resolution_beats_the_least_norm_answer(model):
     free = restore(model, m, m.measure(x), clean=x, progress=False, consistent=False, **FAST)
     assert not torch.allclose(m.measure(free.image), m.measure(x), atol=1e-4)
     assert free.report["psnr"] <= result.report["psnr"] + 1e-3
+    # the mean of two draws: one image, still consistent, the draws' frames kept per image
+    mean = restore(model, m, m.measure(x), clean=x, progress=False, average=2, **FAST)
+    assert mean.image.shape == x.shape and len(mean.report["final_sigma"]) == 1
+    assert torch.allclose(m.measure(mean.image), m.measure(x), atol=1e-4)
+    assert all(frame.shape == x.shape for frame in mean.trajectory)
 
 
 def test_gray_data_through_a_colour_model_stays_gray(model):
