@@ -21,6 +21,8 @@ COMMAND_MODULES = {
     "evaluate": "bfcnn.evaluate",
     "denoise": "bfcnn.denoise",
     "explain": "bfcnn.explain",
+    "restore": "bfcnn.restore",
+    "sample": "bfcnn.sample",
 }
 
 

@@ -48,6 +48,7 @@ def component_def(registry) -> dict:
 
 def config_schema(registries=None) -> dict:
     from .evaluate import EVALUATE_SCHEMA
+    from .restore import RESTORE_SCHEMA
     from .train import TRAIN_SCHEMA
 
     registries = registries or default_registries()
@@ -67,6 +68,7 @@ def config_schema(registries=None) -> dict:
             "train": TRAIN_SCHEMA,
             "evaluate": EVALUATE_SCHEMA,
             "export": {"type": "array", "items": ref("exporter")},
+            "restore": RESTORE_SCHEMA,
         },
         "$defs": {kind: component_def(registries[kind]) for kind in KINDS},
     }

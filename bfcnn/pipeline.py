@@ -12,7 +12,7 @@ from .checkpoint import write_text_atomic
 from .config import build, load_config
 from .errors import BfcnnError, output_folder
 
-STAGES = ("train", "evaluate", "export")
+STAGES = ("train", "evaluate", "export", "restore")
 
 
 def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
@@ -20,6 +20,7 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
     from .evaluate import check_inputs, evaluate
     from .export import export
     from .devices import resolve_device
+    from .restore import check_stage_inputs, restore_stage
     from .train import train
 
     config = load_config(config_or_path, overrides)
@@ -30,6 +31,8 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
         resolve_device(config.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0")))
     if "train" in wanted and "evaluate" in wanted:  # a wrong test folder fails now, not after the training
         check_inputs(config)
+    if "train" in wanted and "restore" in wanted:  # and the restore section's folders and tasks
+        check_stage_inputs(config)
     if "train" in wanted and "export" in wanted:  # so does an exporter whose extra is not installed
         specs = config["export"]
         for spec in [specs] if isinstance(specs, dict) else specs:
@@ -49,7 +52,8 @@ def run(config_or_path, output_dir, overrides=(), stages=None) -> dict:
     summary = {}
     for stage in wanted:
         if writer or stage == "train":
-            summary[stage] = {"train": train, "evaluate": evaluate, "export": export}[stage](config, output_dir)
+            summary[stage] = {"train": train, "evaluate": evaluate, "export": export,
+                              "restore": restore_stage}[stage](config, output_dir)
     if writer:
         write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -55,3 +55,9 @@ def register_pretrained(register):
 @hookspec
 def register_exporters(register):
     """Register exporters: `exporter(model, output_dir, example) -> dict` report naming the files written."""
+
+
+@hookspec
+def register_measurements(register):
+    """Register linear measurements: `factory(**params)(shape, seed=0, device="cpu") -> Measurement` (see
+    bfcnn.restore.Measurement: `measure(x)`, `adjoint(y)` on N x C x H x W tensors, with M M^T = I)."""

@@ -17,7 +17,7 @@ AUTOLOAD_OFF = "BFCNN_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = tuple(
     f"bfcnn.plugins.{name}"
     for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters",
-                  "pretrained")
+                  "pretrained", "measurements")
 )
 
 

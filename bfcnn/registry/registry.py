@@ -20,6 +20,7 @@ HOOKS = {
     "metric": "register_metrics",
     "exporter": "register_exporters",
     "pretrained": "register_pretrained",
+    "measurement": "register_measurements",
 }
 KINDS = tuple(HOOKS)
 
