@@ -20,6 +20,7 @@ COMMAND_MODULES = {
     "evaluate": "bfcnn.evaluate",
     "denoise": "bfcnn.denoise",
     "explain": "bfcnn.explain",
+    "explore": "bfcnn.explore",
 }
 
 
