@@ -7,7 +7,9 @@ web stack is imported inside command(), so `import bfcnn.cli` never pulls it in.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -59,6 +61,10 @@ def url_of(sock) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def command(args):
     try:
         import uvicorn
@@ -69,6 +75,10 @@ def command(args):
     if not args.max_megapixels > 0:
         raise BfcnnError(f"--max-megapixels must be positive, got {args.max_megapixels}")
     workdir = tempfile.mkdtemp(prefix="bfcnn-explore-")  # the only place the app writes
+    # matplotlib's and torch's caches (torch makes torchinductor_<user> in the system's temporary folder on first
+    # use) go into it too, unless the user chose their own
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(workdir, "matplotlib"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(workdir, "torchinductor"))
     try:
         explorer = explore_app.Explorer(args.model or [None], args.images, workdir=workdir,
                                         max_megapixels=args.max_megapixels, seed=args.seed, device=args.device)
@@ -78,7 +88,15 @@ def command(args):
               "Ctrl-C stops it)", flush=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
+        # uvicorn shuts down on SIGINT / SIGTERM and then re-raises the signal: make SIGTERM an exception too,
+        # so that the folder is removed and the exit is clean either way
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("bfcnn explore: stopped", file=sys.stderr)

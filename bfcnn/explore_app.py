@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -347,7 +346,6 @@ class Explorer:
             raise BfcnnError("Explorer needs a folder of its own (workdir) to write uploads in")
         self.workdir = Path(workdir)
         (self.workdir / "uploads").mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("MPLCONFIGDIR", str(self.workdir / "matplotlib"))  # nothing written elsewhere
         self.max_pixels = int(max_megapixels * 1e6)
         self.max_bytes = max(64 << 20, self.max_pixels * 8)  # a 16-bit RGBA file of max_pixels, uncompressed
         self.seed = seed
