@@ -19,6 +19,7 @@ from .errors import BfcnnError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_MEGAPIXELS = 24.0
+CACHE_VARIABLES = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torchinductor"}
 INSTALL_HINT = "pip install 'bfcnn[explore]' (Starlette and uvicorn)"
 
 
@@ -74,11 +75,14 @@ def command(args):
         raise BfcnnError(f"bfcnn explore needs the explore extra ({error.name} is missing): {INSTALL_HINT}") from None
     if not args.max_megapixels > 0:
         raise BfcnnError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    if not 0 <= args.port <= 65535:
+        raise BfcnnError(f"--port must be between 0 and 65535, got {args.port}")
     workdir = tempfile.mkdtemp(prefix="bfcnn-explore-")  # the only place the app writes
     # matplotlib's and torch's caches (torch makes torchinductor_<user> in the system's temporary folder on first
-    # use) go into it too, unless the user chose their own
-    os.environ.setdefault("MPLCONFIGDIR", os.path.join(workdir, "matplotlib"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(workdir, "torchinductor"))
+    # use) go into it too, unless the user chose their own; restored when the app stops
+    caches = {name: os.environ.get(name) for name in CACHE_VARIABLES}
+    for name, folder in CACHE_VARIABLES.items():
+        os.environ.setdefault(name, os.path.join(workdir, folder))
     try:
         explorer = explore_app.Explorer(args.model or [None], args.images, workdir=workdir,
                                         max_megapixels=args.max_megapixels, seed=args.seed, device=args.device)
@@ -98,5 +102,10 @@ def command(args):
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
+        for name, value in caches.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(workdir, ignore_errors=True)
     print("bfcnn explore: stopped", file=sys.stderr)
