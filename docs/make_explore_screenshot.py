@@ -4,7 +4,7 @@
 
 Starts `bfcnn explore` (shipped default model, 127.0.0.1, a free port), opens it in headless Chromium with
 Playwright, shows scikit-image's astronaut at sigma 25, clicks a pixel on an edge of the helmet, computes the
-spread map and the dimensionality curve, and saves the page as a 256-colour PNG (small enough to commit).
+spread map and the dimensionality curve, zooms in around the pixel, and saves the page as a 256-colour PNG (small enough to commit).
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def main():
             box = page.locator("#panel-noisy img").bounding_box()
             page.mouse.click(box["x"] + (x + 0.5) * box["width"] / 512, box["y"] + (y + 0.5) * box["height"] / 512)
             page.wait_for_selector("#filter-0", timeout=120_000)
+            for _ in range(2):  # zoom in around the pixel (every panel follows) to show the filter over the image
+                page.mouse.move(box["x"] + (x + 0.5) * box["width"] / 512, box["y"] + (y + 0.5) * box["height"] / 512)
+                page.mouse.wheel(0, -500)
+                page.wait_for_timeout(200)
             page.click("#spread-button")
             page.wait_for_selector("#panel-spread", timeout=600_000)
             page.click("#dims-button")
