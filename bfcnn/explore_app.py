@@ -33,8 +33,9 @@ from .errors import BfcnnError
 log = logging.getLogger("bfcnn")
 
 PAGE = Path(__file__).parent / "explore_static" / "index.html"
-MAX_VIEWS = 8  # views (noisy + denoised images of one image x sigma x model) kept in memory
-MAX_UPLOADS = 16  # uploaded images kept (older ones are forgotten and their files deleted)
+MAX_VIEWS = 8  # views (noisy + denoised images of one image x sigma x model) kept in memory ...
+MAX_VIEW_BYTES = 3 << 30  # ... while they hold less than this (the newest is always kept)
+MAX_UPLOADS = 8  # uploaded images kept (older ones are forgotten and their files deleted)
 MAX_FILTERS_PER_VIEW = 512  # clicked pixels remembered per view
 WHOLE_IMAGE_FILTER_MAX = 1 << 20  # models without a known receptive field: whole-image VJP up to 1 MP
 SPREAD_MAX_PIXELS = 4 << 20  # the spread map (4 JVPs over the whole image) up to 4 MP
@@ -171,6 +172,7 @@ class View:
             self.denoised = self.model.denoiser.denoise(noisy_image, clip=False)
             self.denoise_seconds = time.perf_counter() - start
             self.height, self.width = clean.shape[:2]
+            self.nbytes = self.clean.nbytes + self.denoised.nbytes + (self.noisy.nbytes if self.sigma > 0 else 0)
             self.ready = True
 
     def info(self):
@@ -478,9 +480,11 @@ class Explorer:
             if view is None:
                 view = self.views[id] = View(id, self.images[image_id], self.models[model_id], sigma, self.seed)
             self.views.move_to_end(id)
-            while len(self.views) > MAX_VIEWS:
-                self.views.popitem(last=False)
         view.compute()
+        with self.lock:  # forget the views used longest ago, by number and by memory
+            while len(self.views) > 1 and (len(self.views) > MAX_VIEWS or sum(
+                    getattr(v, "nbytes", 0) for v in self.views.values()) > MAX_VIEW_BYTES):
+                self.views.popitem(last=False)
         return view
 
     def get_view(self, id) -> View:

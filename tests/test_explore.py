@@ -347,3 +347,15 @@ def test_the_command_serves_on_localhost(tmp_path):
         process.wait(30)
     assert process.returncode == 0, process.stderr.read()
     assert not list(tmp_path.iterdir())  # its temporary folder is gone
+
+
+def test_views_are_forgotten_oldest_first(client, monkeypatch):
+    monkeypatch.setattr(explore_app, "MAX_VIEWS", 2)
+    image = upload(client, photo(12, 12))["id"]
+    views = [make_view(client, image, sigma)["id"] for sigma in (5, 10, 15)]
+    assert client.get(f"/api/views/{views[0]}/filter?x=1&y=1").status_code == 404
+    assert all(client.get(f"/api/views/{v}/filter?x=1&y=1").status_code == 200 for v in views[1:])
+    monkeypatch.setattr(explore_app, "MAX_VIEW_BYTES", 1)  # by memory: only the newest stays
+    newest = make_view(client, image, 20)["id"]
+    assert client.get(f"/api/views/{views[2]}/filter?x=1&y=1").status_code == 404
+    assert client.get(f"/api/views/{newest}/filter?x=1&y=1").status_code == 200
