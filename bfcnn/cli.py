@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "explain": "bfcnn.explain",
     "restore": "bfcnn.restore",
     "sample": "bfcnn.sample",
+    "explore": "bfcnn.explore",
 }
 
 
