@@ -68,9 +68,9 @@ if [ "$MODE" = dry ]; then  # CPU, a few steps on the photos scikit-image ships,
   TRAIN_SET=(--set device=cpu --set train.time_limit=20s --set train.total_steps=2 --set train.checkpoint_every=2
              --set train.precision=fp32 --set train.compile=false --set train.validation_crop=64
              --set "dataset={type: sample_images, batch_size: 2, input_shape: [32, 32, 3]}")
-  BENCH_TRAIN=(--device cpu --steps 2 --warmup 1 --crop 32 --batch 2 --depth 3 --filters 8)
+  BENCH_TRAIN=(--device cpu --steps 4 --chunk 2 --warmup 1 --crop 32 --batch 2 --depth 3 --filters 8)
   BENCH_DENOISE=(--device cpu --sizes 0.05)
-  BENCH_EXPLAIN=(jacobian --device cpu --paper-rows 2 --probes 2)
+  BENCH_EXPLAIN=(jacobian --device cpu --paper-rows 2 --depth 3 --filters 8 --crop 12)
 else
   DEVICE=cuda
   DATA=.data/CBSD432
