@@ -359,3 +359,22 @@ def test_views_are_forgotten_oldest_first(client, monkeypatch):
     newest = make_view(client, image, 20)["id"]
     assert client.get(f"/api/views/{views[2]}/filter?x=1&y=1").status_code == 404
     assert client.get(f"/api/views/{newest}/filter?x=1&y=1").status_code == 200
+
+
+@pytest.mark.parametrize("spec", [
+    {"type": "resnet", "levels": 3, "filters": 4, "no_layers": 1, "channels": 3},  # a pyramid: radius 40, grid 4
+    {"type": "unet", "channels": 3, "filters": 4, "downsamplings": 2},  # pooling: radius 27, grid 4
+])
+def test_resampling_models_get_the_same_row_from_their_crop(client, tmp_path, spec):
+    """The crop of a click starts on the model's grid and holds its radius: the row equals the whole image's."""
+    torch.manual_seed(0)
+    model = bfcnn.build("model", spec).eval()
+    save_model(tmp_path / "resampling.safetensors", model, spec)
+    info = client.post("/api/models", content=(tmp_path / "resampling.safetensors").read_bytes(),
+                       headers={"X-Filename": "resampling.safetensors"}).json()
+    array = photo(110, 120)
+    view = make_view(client, upload(client, array)["id"], 25, info["id"])
+    for pixel in [(61, 50), (117, 3)]:
+        result = client.get(f"/api/views/{view['id']}/filter?x={pixel[0]}&y={pixel[1]}").json()
+        assert result["support"] == "receptive field" and result["width"] < 120  # a crop, not the whole image
+        check_filter(result, expected_rows(model, array, 25, pixel)[0])
