@@ -189,4 +189,5 @@ def test_two_browsers_at_once(browser, server):
         np.testing.assert_allclose(gray, expected[y0:y0 + h, x0:x0 + w].numpy(), atol=5e-6)
         assert float(shown.get_attribute("data-weight-sum")) == pytest.approx(float(expected.sum()), abs=1e-5)
         shown_filters.append(gray)
-    assert np.abs(shown_filters[0] - shown_filters[1]).max() > 1e-3  # the two sessions differ
+    a, b = shown_filters  # the two sessions show different filters
+    assert a.shape != b.shape or np.abs(a - b).max() > 1e-3
