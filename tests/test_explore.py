@@ -315,6 +315,15 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "--max-megapixels" in capsys.readouterr().err
 
 
+def test_without_the_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    from bfcnn import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the explore extra were not installed
+    assert cli.main(["explore", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "uvicorn is missing" in err and "pip install 'bfcnn[explore]'" in err
+
+
 def test_the_cli_does_not_import_the_web_stack():
     code = "import sys, bfcnn.cli; bfcnn.cli.build_parser(); print(sorted({m.split('.')[0] for m in sys.modules} & " \
            "{'starlette', 'uvicorn', 'httpx', 'playwright'}))"
