@@ -387,3 +387,21 @@ def test_resampling_models_get_the_same_row_from_their_crop(client, tmp_path, sp
         result = client.get(f"/api/views/{view['id']}/filter?x={pixel[0]}&y={pixel[1]}").json()
         assert result["support"] == "receptive field" and result["width"] < 120  # a crop, not the whole image
         check_filter(result, expected_rows(model, array, 25, pixel)[0])
+
+
+def test_a_gray_model_sees_the_image_in_gray(client, tmp_path):
+    from PIL import Image
+
+    spec = {**TINY, "channels": 1}
+    torch.manual_seed(1)
+    model = bfcnn.build("model", spec).eval()
+    save_model(tmp_path / "gray.safetensors", model, spec)
+    info = client.post("/api/models", content=(tmp_path / "gray.safetensors").read_bytes(),
+                       headers={"X-Filename": "gray.safetensors"}).json()
+    array = photo(18, 22)
+    view = make_view(client, upload(client, array)["id"], 30, info["id"])
+    assert view["channels"] == 1
+    gray = np.asarray(Image.fromarray(array).convert("L"))[..., None]  # what bfcnn.images reads for a gray model
+    result = client.get(f"/api/views/{view['id']}/filter?x=7&y=9").json()
+    assert result["channels"] == 1
+    check_filter(result, expected_rows(model, gray, 30, (7, 9))[0])
