@@ -103,6 +103,7 @@ def command(args):
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            sock.close()
     finally:
         for name, value in caches.items():
             if value is None:
