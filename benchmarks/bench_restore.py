@@ -124,9 +124,12 @@ def quality(args):
                 if task == "blur":  # what a camera would store: 8 bits
                     degraded = torch.round(degraded * 255) / 255
                 y = m.from_degraded(degraded)
-                result = restore(model, m, y, seed=index, progress=False, **params)
-                row = {"image": name, "prior": psnr(hwc(result.image), hwc(x)),
-                       "iterations": result.report["iterations"], "seconds": result.report["seconds"]}
+                row = {"image": name}
+                for k in args.average:
+                    result = restore(model, m, y, seed=index, progress=False, **{**params, "average": k})
+                    row[prior_name(k)] = psnr(hwc(result.image), hwc(x))
+                    if k == args.average[0]:
+                        row.update(iterations=result.report["iterations"], seconds=result.report["seconds"])
                 for method, image in baselines(task, m, x, degraded, y).items():
                     row[method] = psnr(image, hwc(x))
                 rows.append(row)
@@ -136,20 +139,24 @@ def quality(args):
     print_tables(results, args)
 
 
+def prior_name(k):
+    return "bfcnn prior" if k == 1 else f"bfcnn prior, mean of {k}"
+
+
 def print_tables(results, args):
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, threads {torch.get_num_threads()}; crops {args.size}x{args.size}, "
           f"{args.images} images per set; params {args.params or 'defaults'}\n")
     for task in args.tasks:
-        methods = [k for k in results[(task, "Kodak24")][0] if k not in ("image", "prior", "iterations", "seconds")]
+        methods = [k for k in results[(task, "Kodak24")][0] if k not in ("image", "iterations", "seconds")]
         print(f"**{task}** `{json.dumps(TASKS[task])}`\n")
-        print("| test set | bfcnn prior | " + " | ".join(methods) + " | steps | s / crop |")
-        print("| --- | ---: | " + " | ".join("---:" for _ in methods) + " | ---: | ---: |")
+        print("| test set | " + " | ".join(methods) + " | steps | s / crop (1 draw) |")
+        print("| --- | " + " | ".join("---:" for _ in methods) + " | ---: | ---: |")
         for (t, folder), rows in results.items():
             if t != task:
                 continue
             mean = lambda key: np.mean([r[key] for r in rows])  # noqa: E731
-            print(f"| {folder} | {mean('prior'):.2f} | " + " | ".join(f"{mean(k):.2f}" for k in methods)
+            print(f"| {folder} | " + " | ".join(f"{mean(k):.2f}" for k in methods)
                   + f" | {mean('iterations'):.0f} | {mean('seconds'):.1f} |")
         print()
 
@@ -186,7 +193,8 @@ def figure(args):
     import matplotlib.pyplot as plt
 
     model = bfcnn.load_model(args.model, device="cpu")
-    (_, x), = crops("Kodak24", 1, args.size, False)[:1] if args.image is None else [(None, None)]
+    params = json.loads(args.params) if args.params else {}
+    _, x = crops("Kodak24", args.image + 1, args.size, False)[args.image]
     tasks = ["inpaint", "random_pixels", "block_average", "blur", "compressive"]
     fig, axes = plt.subplots(len(tasks) + 1, 4, figsize=(8, 2.1 * (len(tasks) + 1)))
     for row, task in enumerate(tasks):
@@ -195,7 +203,7 @@ def figure(args):
         if task == "blur":
             degraded = torch.round(degraded * 255) / 255
         y = m.from_degraded(degraded)
-        result = restore(model, m, y, progress=False)
+        result = restore(model, m, y, progress=False, **params)
         base_name, base = next(iter(baselines(task, m, x, degraded, y).items()))
         shown = degraded if degraded.shape == x.shape else torch.nn.functional.interpolate(
             degraded, size=x.shape[-2:], mode="nearest")
@@ -225,8 +233,9 @@ def main():
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--params", default="", help="JSON of restore() parameters, e.g. '{\"h0\": 0.05}'")
+    parser.add_argument("--average", type=int, nargs="+", default=[1, 4], help="draws averaged, one column each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
-    parser.add_argument("--image", default=None)
+    parser.add_argument("--image", type=int, default=0, help="figure: which Kodak24 image (index)")
     parser.add_argument("-o", "--output", default="docs/restore.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

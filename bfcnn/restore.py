@@ -34,7 +34,7 @@ log = logging.getLogger("bfcnn")
 # the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
 # see benchmarks/bench_restore.py and BENCHMARKS.md)
 DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1}
-SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000, "average": 1}
+SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.5, "max_iterations": 1000, "average": 1}
 TRAJECTORY_FRAMES = 8  # frames kept at even steps of log sigma between sigma_0 and sigma_L
 
 ALGORITHM_SCHEMA = {
