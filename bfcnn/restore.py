@@ -287,8 +287,11 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     if notes:
         report["warnings"] = notes
     if not report["converged"]:
-        log.warning("restore: stopped after %d steps at sigma %.3g/255 (sigma_L %.3g/255): raise max_iterations or h0",
-                    t, 255 * sigmas[-1], 255 * sigma_L)
+        diverged = sigmas[-1] > sigma_0
+        report["diverged"] = diverged
+        log.warning("restore: stopped after %d steps at sigma %.3g/255 (sigma_L %.3g/255): %s", t, 255 * sigmas[-1],
+                    255 * sigma_L, "the steps diverged (a model whose residual does not track the noise level?); "
+                    "try a smaller h0 or a larger beta" if diverged else "raise max_iterations or h0")
     if clean is not None:
         report.update(quality(image, clean.to(image.device)))
     return Result(image=image, trajectory=trajectory, report=report)
