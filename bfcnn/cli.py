@@ -148,7 +148,7 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", help="run the stages of a config (train, evaluate, export)")
+    p = sub.add_parser("run", help="run the stages of a config (train, evaluate, export, restore)")
     p.add_argument("config")
     p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")

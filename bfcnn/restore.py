@@ -34,7 +34,7 @@ log = logging.getLogger("bfcnn")
 # the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
 # see benchmarks/bench_restore.py and BENCHMARKS.md)
 DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1}
-SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.1, "beta": 0.5, "max_iterations": 1000, "average": 1}
+SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.5, "max_iterations": 1000, "average": 1}
 TRAJECTORY_FRAMES = 8  # frames kept at even steps of log sigma between sigma_0 and sigma_L
 
 ALGORITHM_SCHEMA = {
@@ -214,6 +214,10 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
         project = lambda x: torch.zeros_like(x)  # noqa: E731
         back = torch.zeros(shape, device=device)
     else:
+        expected = tuple(measurement.measure(torch.zeros((1, *measurement.shape), device=device)).shape[1:])
+        if measured.dim() < 1 or tuple(measured.shape[1:]) != expected:
+            raise BfcnnError(f"the measured data have shape {tuple(measured.shape)}; {type(measurement).__name__} "
+                             f"measures N x {' x '.join(map(str, expected))}")
         measured = measured.to(device=device, dtype=torch.float32).repeat_interleave(draws, dim=0)
         if measurement.shape[0] == 1 and channels > 1:
             gray_through_color = True
@@ -283,8 +287,11 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     if notes:
         report["warnings"] = notes
     if not report["converged"]:
-        log.warning("restore: stopped after %d steps at sigma %.3g/255 (sigma_L %.3g/255): raise max_iterations or h0",
-                    t, 255 * sigmas[-1], 255 * sigma_L)
+        diverged = sigmas[-1] > sigma_0
+        report["diverged"] = diverged
+        log.warning("restore: stopped after %d steps at sigma %.3g/255 (sigma_L %.3g/255): %s", t, 255 * sigmas[-1],
+                    255 * sigma_L, "the steps diverged (a model whose residual does not track the noise level?); "
+                    "try a smaller h0 or a larger beta" if diverged else "raise max_iterations or h0")
     if clean is not None:
         report.update(quality(image, clean.to(image.device)))
     return Result(image=image, trajectory=trajectory, report=report)
@@ -421,17 +428,20 @@ def command(args) -> int:
     from .errors import output_folder
     from .images import read_pixels, to_float
 
+    from .devices import resolve_device
+
     make = build("measurement", parse_task(args.task))
+    device = resolve_device(args.device)
     params = algorithm_params(args)
     check_params(**{**DEFAULTS, **{k: v for k, v in params.items() if v is not None}})
     jobs = []  # every image read and measured before the first step: bad input stops the command at once
     for name in args.images:
         pixels = read_pixels(name, None)
         pixels = pixels[..., :-1] if pixels.shape[2] in (2, 4) else pixels  # alpha is not restored
-        image = torch.from_numpy(np.ascontiguousarray(to_float(pixels))).permute(2, 0, 1)[None]
+        image = torch.from_numpy(np.ascontiguousarray(to_float(pixels))).permute(2, 0, 1)[None].to(device)
         if args.measured:
             measurement = make(make.image_shape(tuple(image.shape[1:])) if hasattr(make, "image_shape")
-                               else tuple(image.shape[1:]), seed=args.seed)
+                               else tuple(image.shape[1:]), seed=args.seed, device=device)
             try:
                 measured = measurement.from_degraded(image)
             except BfcnnError as error:
@@ -439,12 +449,12 @@ def command(args) -> int:
             clean, shown = None, image
         else:
             try:
-                measurement = make(tuple(image.shape[1:]), seed=args.seed)
+                measurement = make(tuple(image.shape[1:]), seed=args.seed, device=device)
             except BfcnnError as error:
                 raise BfcnnError(f"{name}: {error}") from None
             measured, clean, shown = measurement.measure(image), image, measurement.degrade(image)
         jobs.append((name, measurement, measured, clean, shown))
-    model = load_denoiser(args.model, device=args.device)
+    model = load_denoiser(args.model, device=device)
     output_dir = output_folder(args.output_dir)
     report = {"task": parse_task(args.task), "model": model.source, "images": {}}
     from pathlib import Path
@@ -455,7 +465,7 @@ def command(args) -> int:
         stems[stem] = stems.get(stem, 0) + 1
         stem = stem if stems[stem] == 1 else f"{stem}_{stems[stem]}"
         result = restore(model, measurement, measured, seed=args.seed, progress=not args.quiet, clean=clean,
-                         device=args.device, **params)
+                         device=device, **params)
         entry = {k: v for k, v in result.report.items() if k != "sigmas"}
         if clean is not None:
             entry["measured_least_norm"] = quality(measurement.adjoint(measured), clean)

@@ -114,6 +114,12 @@ def test_bad_parameters_are_clear_errors(model, params, message):
         restore(model, m, m.measure(torch.rand(1, 3, 16, 16)), progress=False, **params)
 
 
+def test_measured_data_of_the_wrong_shape_are_a_clear_error(model):
+    m = bfcnn.build("measurement", {"type": "block_average", "factor": 4})((3, 16, 16))
+    with pytest.raises(BfcnnError, match="measures N x 3 x 4 x 4"):
+        restore(model, m, torch.rand(1, 3, 8, 8), progress=False)
+
+
 def test_parse_task():
     assert parse_task("inpaint") == {"type": "inpaint"}
     assert parse_task("block_average:factor=4") == {"type": "block_average", "factor": 4}
