@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError, ConfigError, RunError
 from bfcnn.images import COLOR_CHANNELS, COLOR_SAMPLE_PHOTOS, find_images, read_pixels, sample_photo, to_float
 
@@ -511,13 +511,15 @@ def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), valida
                        worker_start=worker_start)
 
 
-SHAPE = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": ["integer", "string"]}}
+MAX_SIDE = 1 << 16  # pixels: a larger crop or image size is a typo, said by the config check
+SHAPE = {"type": "array", "minItems": 2, "maxItems": 3,
+         "items": {"anyOf": [{"type": "integer", "maximum": MAX_SIDE}, {"type": "string"}]}}
 AUGMENTATION = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}},
                 "description": "an albumentations transform: {type: ClassName, ...its own parameters}"}
 COMMON = {
     "color_mode": {"enum": ["rgb", "grayscale", "gray", "rgba"],
                    "description": "channels of the crops (default: from input_shape, else rgb)"},
-    "batch_size": {"type": "integer", "minimum": 1},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1 << 16},
     "input_shape": {**SHAPE, "description": "random crop size (height, width[, channels])"},
     "random_rotate": {"type": "number", "minimum": 0, "description": "largest rotation, radians (reflect borders)"},
     "random_up_down": {"type": "boolean", "description": "flip upside down with probability 0.5"},
@@ -549,7 +551,8 @@ def register_datasets(register):
             "validation_directory": {"type": "string", "description": "a separate folder of validation images"},
             "min_value": {"type": "number", "description": "the seed's pixel scale; crops are always in [0, 1]"},
             "max_value": {"type": "number", "description": "the seed's pixel scale; crops are always in [0, 1]"},
-            "dataset_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2,
+            "dataset_shape": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
+                              "minItems": 2,
                               "maxItems": 2, "description": "resize every image to (height, width) when loading"},
             "small_images": {"enum": ["pad", "upscale"], "default": "pad",
                              "description": "images smaller than the crop: reflect-pad, or scale up"},

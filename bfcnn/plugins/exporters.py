@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.denoise import tiling_context
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
 from bfcnn.layers import model_channels

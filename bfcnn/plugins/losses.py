@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 
 class Loss:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.errors import ConfigError
 from bfcnn.layers import (
     ACTIVATIONS,
@@ -347,7 +347,11 @@ def factory(kind):
     return make
 
 
-KERNEL_SIZE = {"type": "integer", "minimum": 1, "not": {"multipleOf": 2}, "default": 3,
+# upper bounds: a size beyond them is a typo (or a machine that does not exist), said by the config check
+# instead of a failed allocation of terabytes
+MAX_CHANNELS, MAX_FILTERS, MAX_LAYERS, MAX_LEVELS = 256, 4096, 1000, 16
+CHANNELS = {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": 3, "description": "image channels"}
+KERNEL_SIZE = {"type": "integer", "minimum": 1, "maximum": 63, "not": {"multipleOf": 2}, "default": 3,
                "description": "must be odd (a 'same' convolution keeps the image's size)"}
 BATCHNORM = {"enum": [True, False, "std", "rms"], "default": True,
              "description": "bias-free batch norm: true or std divides by the batch's standard deviation (the "
@@ -357,15 +361,15 @@ BATCHNORM = {"enum": [True, False, "std", "rms"], "default": True,
 def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> dict:
     boolean = {"type": "boolean"}
     properties = {
-        "channels": {"type": "integer", "minimum": 1, "default": 3, "description": "image channels"},
+        "channels": CHANNELS,
         "input_shape": {"type": "array", "minItems": 3, "maxItems": 3,
-                        "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"},
+                        "items": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1 << 20}, {"type": "null"},
                                             {"type": "string", "enum": ["?", "", "-1"]}]},
                         "description": "the original's [H, W, C] ('?' for any size): C gives the channels"},
-        "levels": {"type": "integer", "minimum": 1, "default": 1,
+        "levels": {"type": "integer", "minimum": 1, "maximum": MAX_LEVELS, "default": 1,
                    "description": "> 1: run coarse to fine in a Laplacian pyramid of this many levels"},
-        "filters": {"type": "integer", "minimum": 1, "default": defaults["filters"]},
-        "no_layers": {"type": "integer", "minimum": 1, "default": defaults["no_layers"],
+        "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": defaults["filters"]},
+        "no_layers": {"type": "integer", "minimum": 1, "maximum": MAX_LAYERS, "default": defaults["no_layers"],
                       "description": defaults["no_layers_means"]},
         "kernel_size": KERNEL_SIZE,
         "batchnorm": BATCHNORM,
@@ -375,7 +379,7 @@ def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> d
         "shared_weights": {**boolean, "default": False, "description": "one network for every pyramid level"},
         "activation": {"enum": list(ACTIVATIONS), "default": "relu",
                        "description": f"homogeneous: {', '.join(HOMOGENEOUS_ACTIVATIONS)}"},
-        "local_normalization": {"type": "integer", "default": -1,
+        "local_normalization": {"type": "integer", "minimum": -(1 << 20), "maximum": 1 << 20, "default": -1,
                                 "description": "k > 0: normalize by the k x k local mean and std, 0: by the "
                                                "image's, < 0: none (normalizing makes the model not bias-free)"},
         "output_multiplier": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
@@ -405,9 +409,9 @@ def register_models(register):
     register("dncnn", DnCNN, {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "channels": {"type": "integer", "minimum": 1, "default": 3},
-            "depth": {"type": "integer", "minimum": 2, "default": 20},
-            "filters": {"type": "integer", "minimum": 1, "default": 64},
+            "channels": CHANNELS,
+            "depth": {"type": "integer", "minimum": 2, "maximum": MAX_LAYERS, "default": 20},
+            "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": 64},
             "kernel_size": KERNEL_SIZE,
             "batchnorm": BATCHNORM,
             "bias_free": {"type": "boolean", "default": True},
@@ -423,7 +427,7 @@ def register_models(register):
     register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
              "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)")
     register("unet", factory("unet"), denoiser_schema(UNET_DEFAULTS, {
-        "downsamplings": {"type": "integer", "minimum": 0, "default": 3,
+        "downsamplings": {"type": "integer", "minimum": 0, "maximum": MAX_LEVELS, "default": 3,
                           "description": "max-pool steps inside the UNet (filters double at each)"}},
         [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
              "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
@@ -431,7 +435,7 @@ def register_models(register):
 
 def model_facts(name, registries=None, size=64) -> dict:
     """bias_free, parameter count and FLOPs per pixel of a registered model built with default params."""
-    from bfcnn.config import build
+    from bfcnn.registry import build
 
     model = build("model", {"type": name}, registries)
     return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),

@@ -8,11 +8,12 @@ import logging
 from .hookspecs import hookimpl
 from .plugins import AUTOLOAD_OFF, ENTRY_POINT_GROUP, Registries, collect, make_plugin_manager
 from .registry import HOOKS, KINDS, Component, Registry, did_you_mean
+from .schema import build
 
 log = logging.getLogger("bfcnn")
 
 __all__ = [
-    "AUTOLOAD_OFF", "ENTRY_POINT_GROUP", "HOOKS", "KINDS", "Component", "Registries", "Registry",
+    "AUTOLOAD_OFF", "ENTRY_POINT_GROUP", "HOOKS", "KINDS", "Component", "Registries", "Registry", "build",
     "collect", "default_registries", "did_you_mean", "hookimpl", "load_registries", "make_plugin_manager",
 ]
 

@@ -80,4 +80,4 @@ class Registry:
         return sorted(n for n in self.components if pattern is None or fnmatch.fnmatchcase(n, pattern))
 
     def __contains__(self, name):
-        return name in self.components
+        return isinstance(name, str) and name in self.components
