@@ -6,7 +6,6 @@ Exit codes: 0 success; 2 bad input (config, path, argument), a short message, no
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -14,14 +13,6 @@ import sys
 import traceback
 
 from .errors import BfcnnError, RunError
-
-# sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
-COMMAND_MODULES = {
-    "evaluate": "bfcnn.evaluate",
-    "denoise": "bfcnn.denoise",
-    "explain": "bfcnn.explain",
-}
-
 
 def guarded(fn) -> int:
     """Run a command (fn) after the process setup every command shares, and map what it raises onto exit codes."""
@@ -84,7 +75,7 @@ def cmd_list(args):
             component = registries[kind].get(name)
             facts = ""
             if kind == "model":  # built with default params; a model that fails to build shows the error
-                from .plugins.models import model_facts
+                from .layers import model_facts
                 try:
                     f = model_facts(name, registries)
                     facts = (f"bias-free: {'yes' if f['bias_free'] else 'no'}, {f['parameters']:,} params, "
@@ -108,7 +99,10 @@ def cmd_plugins(args):
         print(f"{plugin}: FAILED TO LOAD: {error}")
 
 
-def build_parser():
+CORE_COMMANDS = ("run", "validate", "schema", "list", "plugins")
+
+
+def build_parser(argv=None):
     parser = argparse.ArgumentParser(prog="bfcnn", description="Blind denoising with bias-free CNNs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -133,16 +127,31 @@ def build_parser():
 
     sub.add_parser("plugins", help="list plugins and what they register").set_defaults(handler=cmd_plugins)
 
-    for name, module_name in COMMAND_MODULES.items():
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        module.add_arguments(p)
-        p.set_defaults(handler=module.command)
+    from .registry import command_registries, resolve
+
+    wanted = requested_command(argv)
+    for name, command in command_registries().commands.items():
+        if name in CORE_COMMANDS:
+            continue
+        p = sub.add_parser(name, help=command.help)
+        if name == wanted:  # only the command that runs imports its module (`bfcnn --help` imports no torch)
+            resolve(command.add_arguments)(p)
+            p.set_defaults(handler=lambda args, command=command: resolve(command.command)(args))
     return parser
 
 
+def requested_command(argv):
+    """The sub-command named on the command line (the first word that is no option), or None."""
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    return words[0] if words else None
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser(argv)
+    except Exception as error:  # a plugin's command that fails to import: say which, no traceback
+        print(f"bfcnn: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on bad arguments, 0 on --help

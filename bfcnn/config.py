@@ -13,12 +13,11 @@ from pathlib import Path
 import yaml
 
 from .errors import BfcnnError, ConfigError
-from .registry import default_registries
-from .registry.schema import DRAFT, build, component_defs, is_integer, ref, schema_problems  # noqa: F401 (build: API)
+from .registry import default_registries, resolve
+from .registry.schema import DRAFT, build, component_defs, ref, schema_problems, takes_registries  # noqa: F401
 
 # the seed kept its noise settings in `dataset`; they become entries of the `noise` section
 SEED_NOISE_KEYS = ("additional_noise", "multiplicative_noise", "subsample_size", "random_blur", "clip_value")
-CHANNELS = {"grayscale": 1, "gray": 1, "rgb": 3, "rgba": 4}
 NUMBERS = {"oneOf": [{"type": "number", "minimum": 0},
                      {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}]}
 # the seed's dataset keys that are read while mapping them: checked first, so a list where a number goes is a
@@ -36,9 +35,7 @@ SEED_DATASET_SCHEMA = {
 
 
 def config_schema(registries=None) -> dict:
-    from .evaluate import EVALUATE_SCHEMA
-    from .train import TRAIN_SCHEMA
-
+    """The config's JSON Schema: the common keys, the component sections, and one section per registered stage."""
     registries = registries or default_registries()
     return {
         "$schema": DRAFT,
@@ -47,15 +44,13 @@ def config_schema(registries=None) -> dict:
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "description": "a name for the run"},
-            "seed": {"type": "integer", "minimum": 0, "description": "seed of every random choice"},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "description": "seed of every random choice"},
             "device": {"type": "string", "description": "auto, cpu, cuda, cuda:N"},
             "model": ref("model"),
             "noise": ref("noise"),
             "loss": ref("loss"),
             "dataset": ref("dataset"),
-            "train": TRAIN_SCHEMA,
-            "evaluate": EVALUATE_SCHEMA,
-            "export": {"type": "array", "items": ref("exporter")},
+            **{name: resolve(stage.schema) for name, stage in registries.stages.items()},
         },
         "$defs": component_defs(registries),
     }
@@ -144,66 +139,62 @@ def seed_noises(dataset: dict) -> list:
 def validate(config: dict, registries=None) -> dict:
     """Validate a config already in our own form; raise ConfigError listing every problem.
 
-    The cross-section checks run once the schema is satisfied, so they may rely on every value's type."""
+    The checks that components and stages carry (`check`, across sections) run once the schema is satisfied,
+    so they may rely on every value's type."""
     if not isinstance(config, dict):
         raise ConfigError(f"a config is a mapping of sections, got {type(config).__name__}")
     registries = registries or default_registries()
-    problems = schema_problems(config, config_schema(registries))
+    schema = config_schema(registries)
+    problems = schema_problems(config, schema)
     if not problems:
-        problems = consistency_problems(config, registries) + window_problems(config)
+        problems = carried_problems(config, schema, registries)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def channels_of(section: dict, section_name: str):
-    """(key path, channel count) that a model or dataset section declares, or None."""
-    shape = section.get("input_shape")
-    if isinstance(shape, list) and len(shape) == 3 and is_integer(None, shape[-1]):
-        return f"{section_name}.input_shape", shape[-1]
-    if is_integer(None, section.get("channels")):
-        return f"{section_name}.channels", section["channels"]
-    if isinstance(section.get("color_mode"), str) and section["color_mode"] in CHANNELS:
-        return f"{section_name}.color_mode", CHANNELS[section["color_mode"]]
-    return None
+def component_specs(instance, schema, defs, path=()):
+    """(kind, spec, path) of every component spec in `instance`, found by following `schema`'s properties, items
+    and `$ref`s to a kind (and into each component's own params schema)."""
+    if "$ref" in schema:
+        kind = schema["$ref"].rsplit("/", 1)[-1]
+        if isinstance(instance, dict) and kind in defs:
+            yield kind, instance, path
+            for branch in defs[kind].get("allOf", []):
+                if branch["if"]["properties"]["type"]["const"] == instance.get("type"):
+                    yield from component_specs(instance, branch["then"], defs, path)
+        return
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in instance and isinstance(sub, dict):
+                yield from component_specs(instance[key], sub, defs, path + (key,))
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(instance):
+            yield from component_specs(item, schema["items"], defs, path + (index,))
 
 
-def default_channels(model: dict, registries):
-    """(description, channels) of a model section that leaves its channels to the model's schema default."""
-    registry = registries["model"]
-    if not isinstance(model.get("type"), str) or model["type"] not in registry:
-        return None
-    default = registry.get(model["type"]).schema.get("properties", {}).get("channels", {}).get("default")
-    return (f"model {model['type']!r} (by default)", default) if is_integer(None, default) else None
+def call_check(check, where, section, config, registries) -> list:
+    """A component's or a stage's own check; one that fails is reported as a problem, not a crash."""
+    try:
+        if takes_registries(check):
+            return list(check(section, config, registries=registries) or [])
+        return list(check(section, config) or [])
+    except Exception as error:  # someone else's check may fail in any way
+        return [f"{where}: its check failed: {type(error).__name__}: {error}"]
 
 
-def consistency_problems(config: dict, registries) -> list:
-    model, dataset = config.get("model"), config.get("dataset")
-    if not (isinstance(model, dict) and isinstance(dataset, dict)):
-        return []
-    model_channels = channels_of(model, "model") or default_channels(model, registries)
-    data_channels = ([channels_of({"color_mode": dataset["color_mode"]}, "dataset")] if "color_mode" in dataset
-                     else []) + [channels_of({"input_shape": dataset.get("input_shape")}, "dataset")]
+def carried_problems(config: dict, schema: dict, registries) -> list:
+    """What the components and stages of this config find with their own `check`s."""
     problems = []
-    for found in data_channels:
-        if model_channels and found and found[1] != model_channels[1]:
-            problems.append(f"{model_channels[0]}: the model takes {model_channels[1]} channel(s) but "
-                            f"{found[0]} gives {found[1]}")
-    return problems
-
-
-def window_problems(config: dict) -> list:
-    """An SSIM loss needs crops at least as large as its window: said now, not at the first training step."""
-    loss, dataset = config.get("loss"), config.get("dataset")
-    if not (isinstance(loss, dict) and loss.get("type") == "ssim" and isinstance(dataset, dict)):
-        return []
-    shape = dataset.get("input_shape")
-    sides = [v for v in (shape or [])[:2] if isinstance(v, int)]
-    window = loss.get("win_size", 11)
-    if isinstance(window, int) and sides and min(sides) < window:
-        return [f"loss.win_size: the ssim window ({window}) is larger than the crops of dataset.input_shape "
-                f"({' x '.join(map(str, shape[:2]))}); use larger crops or a smaller odd window"]
-    return []
+    for kind, spec, path in component_specs(config, schema, schema["$defs"]):
+        component = registries[kind].get(spec["type"])
+        if component.check is not None:
+            where = ".".join(map(str, path)) or kind
+            problems += call_check(component.check, where, spec, config, registries)
+    for name, stage in registries.stages.items():
+        if name in config and stage.check is not None:
+            problems += call_check(resolve(stage.check), name, config[name], config, registries)
+    return list(dict.fromkeys(problems))
 
 
 def apply_overrides(config: dict, overrides) -> dict:

@@ -393,8 +393,9 @@ def model_name(source) -> str:
     return path.stem if path.suffix else str(source)
 
 
-def check_inputs(config: dict):
-    """Before training: the evaluate section's test folders and comparison models exist (not hours later)."""
+def check_inputs(config: dict, output_dir=None):
+    """Before any stage runs: the evaluate section's test folders and comparison models exist (not found missing
+    after hours of training)."""
     from .checkpoint import find_weights
 
     cfg = config.get("evaluate", {}) or {}

@@ -18,6 +18,13 @@ from .errors import output_folder
 from .layers import model_channels
 
 
+def prepare(config: dict, output_dir=None):
+    """Before any stage runs: every exporter builds (a bad spec or an extra that is not installed fails now)."""
+    specs = config.get("export", [])
+    for spec in [specs] if isinstance(specs, dict) else specs:
+        build("exporter", spec)
+
+
 def export(config: dict, output_dir, model=None, export_dir=None) -> dict:
     """Run every exporter of config["export"] on the model (default: the run folder's); return their reports."""
     from .checkpoint import load_model

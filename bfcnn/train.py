@@ -676,6 +676,17 @@ def trim_jsonl(path: Path, step):
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
+def prepare(config: dict, output_dir):
+    """Before any stage runs: the device exists on this machine, and a run folder that holds a run of another
+    model is refused before its config.yaml is replaced."""
+    from .checkpoint import check_fits
+
+    resolve_device(config.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0")))
+    latest = latest_checkpoint(Path(output_dir))
+    if latest is not None:
+        check_fits(latest, build("model", config["model"]))
+
+
 def train(config: dict, output_dir, registries=None) -> dict:
     """Train from a validated config into output_dir (resuming from its latest checkpoint); return a summary."""
     return Trainer(config, output_dir, registries).run()

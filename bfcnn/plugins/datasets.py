@@ -535,6 +535,38 @@ COMMON = {
 }
 
 
+def declared_channels(section: dict, section_name: str):
+    """(key path, channel count) that a model or dataset section declares, or None."""
+    shape = section.get("input_shape")
+    if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[-1], int) and not isinstance(shape[-1], bool):
+        return f"{section_name}.input_shape", shape[-1]
+    if isinstance(section.get("channels"), int) and not isinstance(section["channels"], bool):
+        return f"{section_name}.channels", section["channels"]
+    if isinstance(section.get("color_mode"), str) and section["color_mode"] in CHANNELS:
+        return f"{section_name}.color_mode", CHANNELS[section["color_mode"]]
+    return None
+
+
+def model_channels_of(model, registries):
+    """(where, channels) of the config's model section: what it declares, else its schema's default."""
+    if not isinstance(model, dict):
+        return None
+    found = declared_channels(model, "model")
+    if found or model.get("type") not in registries["model"]:
+        return found
+    default = registries["model"].get(model["type"]).schema.get("properties", {}).get("channels", {}).get("default")
+    return (f"model {model['type']!r} (by default)", default) if isinstance(default, int) else None
+
+
+def check_channels(spec, config, registries):
+    """The crops' channels (color_mode, input_shape) are the ones the config's model takes."""
+    model = model_channels_of(config.get("model"), registries)
+    found = [declared_channels({"color_mode": spec["color_mode"]}, "dataset")] if "color_mode" in spec else []
+    found.append(declared_channels({"input_shape": spec.get("input_shape")}, "dataset"))
+    return [f"{model[0]}: the model takes {model[1]} channel(s) but {where} gives {channels}"
+            for where, channels in filter(None, found) if model and channels != model[1]]
+
+
 @hookimpl
 def register_datasets(register):
     register("image_folder", image_folder, {
@@ -559,8 +591,8 @@ def register_datasets(register):
             "prefetch_factor": {"type": "integer", "minimum": 1, "description": "batches queued per worker"},
             "pin_memory": {"type": "boolean", "description": "page-locked batches (with workers and CUDA)"},
         },
-    }, "images from folders (PNG, JPEG, TIFF, BMP, WebP), random augmented crops")
+    }, "images from folders (PNG, JPEG, TIFF, BMP, WebP), random augmented crops", check=check_channels)
     register("sample_images", sample_images, {
         "type": "object", "additionalProperties": False,
         "properties": {**COMMON, "validation_images": {"type": "integer", "minimum": 0}},
-    }, "real photos shipped by scikit-image: the embedded default, no download")
+    }, "real photos shipped by scikit-image: the embedded default, no download", check=check_channels)

@@ -29,13 +29,13 @@ from bfcnn.layers import (
     kernel_penalty,
     laplacian_pyramid,
     model_channels,
+    model_facts,
     parameter_count,
     per_level_statistics,
     upsample,
 )
 
 __all__ = ["BiasFreeBatchNorm", "DnCNN", "Denoiser", "ResNetCore", "UNetCore", "build_denoiser", "model_facts"]
-
 
 def check_kernel_size(kernel_size):
     """The schema's rule (KERNEL_SIZE) for code that builds a model without bfcnn.build."""
@@ -431,12 +431,3 @@ def register_models(register):
                           "description": "max-pool steps inside the UNet (filters double at each)"}},
         [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
              "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
-
-
-def model_facts(name, registries=None, size=64) -> dict:
-    """bias_free, parameter count and FLOPs per pixel of a registered model built with default params."""
-    from bfcnn.registry import build
-
-    model = build("model", {"type": name}, registries)
-    return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),
-            "flops_per_pixel": flops_per_pixel(model, model_channels(model), size)}
