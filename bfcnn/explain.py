@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .denoise import DEFAULT_MODEL
 from .errors import BfcnnError, output_folder
 from .devices import resolve_device
 from .layers import model_channels
@@ -691,7 +692,8 @@ def parse_crop(text):
 
 def add_arguments(parser):
     parser.add_argument("image", help="the image to explain (noise of --sigma is added to it)")
-    parser.add_argument("--model", required=True, help="a run folder, a .safetensors file or a shipped model name")
+    parser.add_argument("--model", default=None, help="a run folder, a .safetensors file or a shipped model name "
+                        f"(default: the shipped {DEFAULT_MODEL})")
     parser.add_argument("--sigma", type=float, default=25.0, help="noise level on the 0..255 scale (default 25; "
                         "0 explains the image as it is)")
     parser.add_argument("--pixels", nargs="+", metavar="X,Y", help="pixels whose filters to draw "
@@ -726,7 +728,7 @@ def command(args):
 
     device = str(resolve_device(args.device))  # auto, cpu, cuda[:N]; CUDA asked for on a machine without it
     try:
-        model = resolve_model(args.model, device)
+        model = resolve_model(args.model or DEFAULT_MODEL, device)
     except BfcnnError:
         raise
     except Exception as error:  # a file that is not a bfcnn weights file

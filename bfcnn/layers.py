@@ -47,6 +47,8 @@ class BiasFreeBatchNorm(nn.Module):
     eval uses `running_var`, a fixed per-channel scale. Plain tensor ops only: torch.compile fuses it.
     """
 
+    pointwise = True  # each pixel on its own: it widens no receptive field (bfcnn.receptive)
+
     STATISTICS = ("std", "rms")
 
     def __init__(self, channels, momentum=0.1, eps=1e-5, slots=1, statistic="std"):
