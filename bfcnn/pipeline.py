@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import yaml
-
-from .checkpoint import write_text_atomic
+from .checkpoint import save_run_record
 from .config import load_config
-from .errors import BfcnnError, output_folder
+from .errors import BfcnnError
 from .registry import default_registries, resolve
 
 
@@ -32,12 +29,11 @@ def run(config_or_path, output_dir, overrides=(), stages=None, registries=None) 
     # under torchrun every rank trains, but only rank 0 writes files and runs the other stages
     writer = int(os.environ.get("RANK", "0")) == 0
     if writer:
-        output_folder(output_dir)
-        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        save_run_record(output_dir, config=config)
     summary = {}
     for name in wanted:
         if writer or known[name].every_rank:
             summary[name] = resolve(known[name].run)(config, output_dir)
     if writer:
-        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        save_run_record(output_dir, summary=summary)
     return summary

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .checkpoint import (BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model,
-                         write_text_atomic)
+                         save_run_record, write_text_atomic)
 from .config import build, ref
 from .devices import resolve_device
 from .errors import BfcnnError, RunError, output_folder
@@ -696,7 +696,8 @@ def main(argv=None):
     """The seed's command: python -m bfcnn.train --model-directory DIR --pipeline-config FILE."""
     import argparse
 
-    from .cli import guarded
+    from .config import load_config
+    from .exits import guarded
 
     parser = argparse.ArgumentParser(prog="python -m bfcnn.train", description="Train a denoiser (the seed's command).")
     parser.add_argument("--model-directory", required=True, help="where checkpoints and logs go")
@@ -705,9 +706,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    def go():
-        from .pipeline import run
-        run(args.pipeline_config, args.model_directory, args.set, stages=("train",))
+    def go():  # the pipeline with its train stage alone
+        config = load_config(args.pipeline_config, args.set)
+        prepare(config, args.model_directory)
+        writer = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+        if writer:
+            save_run_record(args.model_directory, config=config)
+        summary = {"train": train(config, args.model_directory)}
+        if writer:
+            save_run_record(args.model_directory, summary=summary)
     return guarded(go)
 
 

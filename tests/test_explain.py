@@ -257,7 +257,7 @@ def test_pixels_are_picked_on_edges_texture_and_flat_areas():
 
 def test_explain_report_through_a_plugin_model(tmp_path, monkeypatch):
     registries = load_registries(extra_plugins=[BlurPlugin()], autoload=False)
-    monkeypatch.setattr("bfcnn.registry.default_registries", lambda: registries)
+    monkeypatch.setattr("bfcnn.registry.loading.default_registries", lambda: registries)
     assert "test_blur" in registries["model"].names()
     weights = tmp_path / "blur.safetensors"
     save_model(weights, bfcnn.build("model", {"type": "test_blur", "channels": 3}), {"type": "test_blur",

@@ -129,7 +129,7 @@ def build(kind: str, spec, registries=None):
     the component's schema. A factory with a `registries` keyword is given the registries it comes from, to
     build the components it holds (a `choice` of noises) from the same ones."""
     if registries is None:
-        from . import default_registries
+        from .loading import default_registries
         registries = default_registries()
     if kind not in KINDS:
         raise BfcnnError(f"{kind!r} is not a component kind{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
