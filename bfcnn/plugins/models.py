@@ -9,6 +9,9 @@ reports `bias_free = False`.
 
 from __future__ import annotations
 
+import functools
+import json
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,13 +27,10 @@ from bfcnn.layers import (
     activation,
     batch_norm,
     conv,
-    flops_per_pixel,
     init_conv_weights,
     kernel_penalty,
     laplacian_pyramid,
-    model_channels,
     model_facts,
-    parameter_count,
     per_level_statistics,
     upsample,
 )
@@ -404,6 +404,30 @@ SMALL = [{"filters": 8, "no_layers": 2, "levels": 2}]  # schema examples: small 
 UNET_DEFAULTS = {"filters": 32, "no_layers": 2, "no_layers_means": "conv-BN-act layers per UNet stage"}
 
 
+MAX_PARAMETERS = 10**9  # weights of 4 GB in float32, 16 GB with Adam's moments: beyond, a config is a typo
+
+
+def size_check(factory):
+    """A model's check: built on torch's meta device (shapes only, nothing allocated), it has at most
+    MAX_PARAMETERS weights, so that sizes each within their maximum do not add up to terabytes."""
+    @functools.lru_cache(maxsize=256)
+    def parameters(params_json):
+        with torch.device("meta"):
+            return sum(p.numel() for p in factory(**json.loads(params_json)).parameters())
+
+    def check(spec, config):
+        params = {k: v for k, v in spec.items() if k != "type"}
+        try:
+            count = parameters(json.dumps(params, sort_keys=True))
+        except Exception:  # a model that cannot be built on the meta device: its own build will say why
+            return []
+        if count > MAX_PARAMETERS:
+            return [f"model: {count:,} parameters, more than the {MAX_PARAMETERS:,} a config may ask for "
+                    "(lower filters, depth, no_layers, levels or downsamplings)"]
+        return []
+    return check
+
+
 @hookimpl
 def register_models(register):
     register("dncnn", DnCNN, {
@@ -417,17 +441,20 @@ def register_models(register):
             "bias_free": {"type": "boolean", "default": True},
         },
         "examples": [{"channels": 3, "depth": 6, "filters": 16}],
-    }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)")
+    }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)", check=size_check(DnCNN))
     register("resnet", factory("resnet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
-             "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid")
+             "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid",
+             check=size_check(factory("resnet")))
     register("sparse_resnet", factory("sparse_resnet"), denoiser_schema(RESNET_DEFAULTS, {
         "threshold": {"type": "number", "minimum": 0, "default": 0.5,
                       "description": "initial soft threshold, relative to each pixel's mean |feature|"}}, SMALL),
-             "resnet with a scale-free soft threshold on its features (stays homogeneous)")
+             "resnet with a scale-free soft threshold on its features (stays homogeneous)",
+             check=size_check(factory("sparse_resnet")))
     register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
-             "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)")
+             "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)",
+             check=size_check(factory("gatenet")))
     register("unet", factory("unet"), denoiser_schema(UNET_DEFAULTS, {
         "downsamplings": {"type": "integer", "minimum": 0, "maximum": MAX_LEVELS, "default": 3,
                           "description": "max-pool steps inside the UNet (filters double at each)"}},
         [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
-             "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
+             "BF-UNet of the paper: bias-free encoder-decoder with skip connections", check=size_check(factory("unet")))
