@@ -48,9 +48,13 @@ def picture(size):
     return np.ascontiguousarray(image[y0:y0 + size, x0:x0 + size]), f"{source}, centre {size}x{size}"
 
 
+SIZE = {"depth": 20, "filters": 64, "crop": 40}  # --depth, --filters, --crop (smaller for a smoke run)
+
+
 def model_on(device):
     torch.manual_seed(0)
-    return build("model", {"type": "dncnn", "channels": 3, "depth": 20, "filters": 64}).to(device).eval()
+    spec = {"type": "dncnn", "channels": 3, "depth": SIZE["depth"], "filters": SIZE["filters"]}
+    return build("model", spec).to(device).eval()
 
 
 def synchronize(device):
@@ -60,7 +64,7 @@ def synchronize(device):
 
 def bench_jacobian(device, chunk_size, paper_rows):
     model = model_on(device)
-    image, source = picture(40)
+    image, source = picture(SIZE["crop"])
     y = ex.as_batch(image, device)
     y = y + 25 / 255 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(device)
     ex.jacobian(model, y[..., :8, :8], chunk_size=chunk_size)  # warm-up (kernels, allocator) on a tiny crop
@@ -82,7 +86,7 @@ def bench_jacobian(device, chunk_size, paper_rows):
     synchronize(device)
     per_row = (time.perf_counter() - start) / paper_rows
     n = y.numel()
-    return {"what": "full Jacobian, 40x40 colour crop", "image": source, "shape": list(jac.shape),
+    return {"what": f"full Jacobian, {SIZE['crop']}x{SIZE['crop']} colour crop, DnCNN {SIZE['depth']}x{SIZE['filters']}", "image": source, "shape": list(jac.shape),
             "chunk_size": chunk_size, "batched_s": batched, "one_row_at_a_time_s_extrapolated": per_row * n,
             "rows_timed_one_at_a_time": paper_rows, "frobenius": float(jac.double().pow(2).sum())}
 
@@ -113,7 +117,11 @@ def main():
     parser.add_argument("--chunk-size", type=int, default=None, help="rows per batch (default 256 CPU, 1200 CUDA)")
     parser.add_argument("--paper-rows", type=int, default=20, help="rows timed one at a time")
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=SIZE["depth"])
+    parser.add_argument("--filters", type=int, default=SIZE["filters"])
+    parser.add_argument("--crop", type=int, default=SIZE["crop"], help="side of the Jacobian's crop")
     args = parser.parse_args()
+    SIZE.update(depth=args.depth, filters=args.filters, crop=args.crop)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \

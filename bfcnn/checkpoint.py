@@ -200,22 +200,32 @@ def recover(run_dir) -> list[str]:
     return done
 
 
-def check_fits(folder, model):
-    """BfcnnError unless a checkpoint folder's weights fit `model`, names and shapes (read from the file's
-    header: no tensor is loaded, so a run folder can be checked before anything else happens)."""
+def fit_problems(weights, model) -> list[str]:
+    """What keeps a weights file from fitting `model` (names and shapes, read from the file's header: no tensor
+    is loaded), sorted; [] when it fits."""
     from safetensors import safe_open
 
-    with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as f:
+    with safe_open(str(weights), framework="pt") as f:
         saved = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     problems = [f"{key} missing" for key in wanted.keys() - saved.keys()]
     problems += [f"unexpected {key}" for key in saved.keys() - wanted.keys()]
     problems += [f"{key} is {saved[key]}, the model wants {wanted[key]}"
                  for key in wanted.keys() & saved.keys() if saved[key] != wanted[key]]
+    return sorted(problems)
+
+
+def summarize(problems, shown=3) -> str:
+    more = f" and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
+def check_fits(folder, model):
+    """BfcnnError unless a checkpoint folder's weights fit `model`, names and shapes (read from the file's
+    header: no tensor is loaded, so a run folder can be checked before anything else happens)."""
+    problems = fit_problems(Path(folder) / "model.safetensors", model)
     if problems:
-        problems.sort()
-        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise BfcnnError(f"{folder}: these weights do not fit the configured model ({'; '.join(problems[:3])}{more}); "
+        raise BfcnnError(f"{folder}: these weights do not fit the configured model ({summarize(problems)}); "
                          "use another output folder or the model the run was started with")
 
 
@@ -266,10 +276,17 @@ def find_weights(name_or_path) -> Path:
         if latest is not None:
             return latest / "model.safetensors"
         raise BfcnnError(f"no model.safetensors in {path}")
-    shipped = Path(__file__).parent / "pretrained" / f"{name_or_path}.safetensors"
-    if shipped.is_file():
-        return shipped
-    raise BfcnnError(f"no model at {name_or_path!r}: give a .safetensors file, a run folder or a shipped model name")
+    from .registry import default_registries
+
+    shipped = default_registries()["pretrained"]
+    if isinstance(name_or_path, str) and name_or_path in shipped:
+        weights = Path(shipped.get(name_or_path).factory())
+        if not weights.is_file():
+            raise BfcnnError(f"the pretrained model {name_or_path!r} is registered but its weights are not installed "
+                             f"({weights})")
+        return weights
+    raise BfcnnError(f"no model at {name_or_path!r}: give a .safetensors file, a run folder or a pretrained model's "
+                     f"name (`bfcnn list pretrained`: {', '.join(shipped.names()) or 'none'})")
 
 
 def load_model(name_or_path, device="cpu"):
@@ -280,3 +297,19 @@ def load_model(name_or_path, device="cpu"):
     model = build("model", read_model_spec(weights))
     model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval()
+
+
+def init_weights(model, source) -> Path:
+    """Load the weights of `source` (a shipped model's name, a run folder or a .safetensors file) into `model`,
+    for a run that starts from them (train.init_from). Layers whose names or shapes do not fit are one BfcnnError
+    naming them. Returns the weights file used."""
+    weights = find_weights(source)
+    try:
+        problems = fit_problems(weights, model)
+    except Exception as error:  # not a safetensors file, or a truncated one
+        raise BfcnnError(f"train.init_from: {weights} is not a readable .safetensors weights file ({error})") from None
+    if problems:
+        raise BfcnnError(f"train.init_from: the weights in {weights} do not fit the configured model "
+                         f"({summarize(problems, 6)})")
+    model.load_state_dict(load_file(str(weights)))
+    return weights

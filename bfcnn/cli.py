@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 
 from .errors import BfcnnError
@@ -19,7 +20,16 @@ def cmd_run(args):
     from .pipeline import run
 
     output = args.output_dir or str(Path("runs") / Path(args.config).stem)
-    summary = run(args.config, output, args.set)
+    overrides = list(args.set)
+    if args.time_limit is not None:
+        from .config import load_config
+        from .train import parse_duration
+
+        parse_duration(args.time_limit)  # a bad duration is one clear error
+        if "train" not in load_config(args.config, overrides):
+            raise BfcnnError("--time-limit: the config has no train section")
+        overrides.append(f"train.time_limit={args.time_limit}")
+    summary = run(args.config, output, overrides)
     print(json.dumps({"output_dir": output, **summary}, indent=2, default=str))
 
 
@@ -56,7 +66,29 @@ def cmd_list(args):
                              f"{f['flops_per_pixel'] / 1e6:.3g} MFLOP/px  ")
                 except Exception as error:  # someone else's model may fail in any way: report, go on
                     facts = f"(fails to build with default params: {type(error).__name__}: {error})  "
+            elif kind == "pretrained":
+                facts = pretrained_facts(name, component)
             print(f"  {name:<28} {facts}{component.summary}  [{component.plugin}]")
+
+
+def pretrained_facts(name, component) -> str:
+    """Architecture, bias-freeness and parameters of registered weights (read from the file; nothing is run)."""
+    from .checkpoint import read_model_spec
+    from .denoise import DEFAULT_MODEL
+
+    try:
+        from safetensors import safe_open
+
+        path = component.factory()
+        spec = read_model_spec(path)
+        with safe_open(str(path), framework="pt") as f:
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()
+                        if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "running_sd")))
+    except Exception as error:  # a plugin's missing or broken file: report, go on
+        return f"(weights not readable: {error})  "
+    default = " (default)" if name == DEFAULT_MODEL else ""
+    bias_free = "yes" if spec.get("bias_free", True) else "no"
+    return f"{spec.get('type')}{default}, bias-free: {bias_free}, {count:,} params  "
 
 
 def cmd_plugins(args):
@@ -85,6 +117,8 @@ def build_parser(argv=None):
     p.add_argument("config")
     p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="train for at most this long (e.g. 8m, 2h30m): train.time_limit")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("validate", help="check a config and report every problem")

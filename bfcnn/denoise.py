@@ -184,6 +184,18 @@ class Denoiser:
             result = np.concatenate([result, alpha.astype(result.dtype)], axis=2)
         return result[..., 0] if squeeze else result
 
+    def estimate_sigma(self, image) -> float:
+        """The noise level of an image (0..255 scale) read from the residual of the blind denoiser:
+        |f(y) - y| / sqrt(N), the effective noise level of bfcnn.restore. image: as for `denoise`."""
+        array = np.asarray(image)
+        pixels, _ = split_alpha(array if array.ndim == 3 else array[..., None])
+        if pixels.shape[2] == 1 and self.channels > 1:  # its noise would be equal in every channel: kept as detail
+            raise BfcnnError("the noise level of a gray image cannot be read through a colour model (it keeps "
+                             "noise that is equal in every channel): use a grayscale model")
+        noisy = pixels.astype(np.float32) / np.float32(pixel_scale(pixels.dtype))
+        residual = self.denoise(noisy, clip=False) - noisy
+        return float(np.sqrt(np.mean(np.square(residual, dtype=np.float64))) * 255)
+
     @staticmethod
     def to_dtype(result, scale, dtype, clip):
         """float32 [0, 1] H x W x C -> the input's dtype, in place where it can."""
@@ -236,10 +248,11 @@ def load_denoiser(name_or_path=None, device="auto", **options) -> Denoiser:
     from .checkpoint import find_weights, load_model
 
     if name_or_path is None:
-        shipped = Path(__file__).parent / "pretrained" / f"{DEFAULT_MODEL}.safetensors"
-        if not shipped.is_file():
-            raise BfcnnError(f"no shipped model is installed (the default {DEFAULT_MODEL!r} is not in "
-                             f"{shipped.parent}): pass --model PATH, a .safetensors file or a run folder")
+        try:
+            find_weights(DEFAULT_MODEL)
+        except BfcnnError as error:
+            raise BfcnnError(f"the default model {DEFAULT_MODEL!r} is not installed ({error}): pass --model with a "
+                             ".safetensors file, a run folder or a pretrained model's name") from None
         name_or_path = DEFAULT_MODEL
     from .devices import resolve_device
 
@@ -385,10 +398,12 @@ def find_model_file(model, backend) -> Path:
 
 
 def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto", iterations=1, tile=None,
-                  margin=None, blend=DEFAULT_BLEND, suffix="", extension=None, precision="fp32", progress=True):
+                  margin=None, blend=DEFAULT_BLEND, suffix="", extension=None, precision="fp32", progress=True,
+                  report_sigma=False):
     """Denoise files, folders and globs into output_dir; one bad file does not stop the batch.
 
-    Returns {"written": [paths], "failed": {input: message}}. `model`: a Denoiser, a path or a shipped name.
+    Returns {"written": [paths], "failed": {input: message}} (and "sigmas": {input: noise level or None} with
+    report_sigma). `model`: a Denoiser, a path or a shipped name.
     """
     from tqdm import tqdm
 
@@ -396,6 +411,8 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
         raise BfcnnError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if iterations < 1:
         raise BfcnnError(f"--iterations must be at least 1, got {iterations}")
+    if report_sigma and backend != "torch":
+        raise BfcnnError("--report-sigma needs --backend torch")
     check_tiling(tile, margin, blend)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -429,12 +446,15 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
             raise BfcnnError(f"{seen[target]} and {path} would both be written to {target}: denoise them apart")
         seen[target] = path
     output_folder(output_dir)  # one clear error now, not one per file
-    written, failed = [], {}
+    written, failed, sigmas = [], {}, {}
     bar = tqdm(targets, desc="denoise", unit="image", disable=not progress, file=sys.stderr)
     for path, target in bar:
         bar.set_postfix_str(path.name, refresh=False)
         try:
-            result = run(read_pixels(path, None))
+            array = read_pixels(path, None)
+            if report_sigma:
+                sigmas[str(path)] = sigma_of(denoiser, array, path)
+            result = run(array)
             write_pixels(target, result, write_back_info(path))
             written.append(str(target))
         except KeyboardInterrupt:
@@ -443,7 +463,20 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
             known = isinstance(error, BfcnnError)  # unreadable images too: their messages say what is wrong
             failed[str(path)] = str(error) if known else f"{type(error).__name__}: {error}"
             tqdm.write(f"bfcnn: failed: {path}: {failed[str(path)]}", file=sys.stderr)
-    return {"written": written, "failed": failed}
+    return {"written": written, "failed": failed, **({"sigmas": sigmas} if report_sigma else {})}
+
+
+def sigma_of(denoiser, array, path):
+    """The noise level of one image (0..255), printed; None (and why) where it cannot be read."""
+    from tqdm import tqdm
+
+    try:
+        sigma = denoiser.estimate_sigma(array)
+    except BfcnnError as error:
+        tqdm.write(f"{path}: noise level unknown: {error}", file=sys.stderr)
+        return None
+    tqdm.write(f"{path}: noise level {sigma:.2f} / 255")
+    return round(sigma, 3)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -469,13 +502,20 @@ def add_arguments(parser):
     parser.add_argument("--format", dest="extension", default=None, choices=("png", "tif", "tiff", "jpg", "jpeg"),
                         help="output format (default: the input's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--report-sigma", action="store_true",
+                        help="print each image's noise level (0..255, from the model's residual) and write "
+                             "noise_levels.json")
 
 
 def command(args) -> int:
     result = denoise_files(args.inputs, args.output_dir, model=args.model, backend=args.backend,
                            device=args.device, iterations=args.iterations, tile=args.tile, margin=args.margin,
                            blend=args.blend, suffix=args.suffix, extension=args.extension,
-                           precision=args.precision, progress=not args.quiet)
+                           precision=args.precision, progress=not args.quiet, report_sigma=args.report_sigma)
+    if args.report_sigma:
+        import json
+
+        (Path(args.output_dir) / "noise_levels.json").write_text(json.dumps(result["sigmas"], indent=2))
     total = len(result["written"]) + len(result["failed"])
     print(f"denoised {len(result['written'])} of {total} image(s) into {args.output_dir}"
           + (f"; {len(result['failed'])} failed" if result["failed"] else ""))

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -33,6 +34,9 @@ from .errors import BfcnnError, RunError, output_folder
 log = logging.getLogger("bfcnn")
 
 POSITIVE = {"type": "integer", "minimum": 1}
+TIME_PATTERN = r"^\s*(\d+(\.\d+)?\s*[hms]\s*)+$"
+TIME_SPAN_STEPS = 10000  # a time-spanning schedule's steps when neither it nor train.total_steps gives them
+UNLIMITED = 2**62  # the steps of a run that only its time limit ends
 AUTO_BOOL = {"enum": ["auto", True, False]}
 TRAIN_SCHEMA = {
     "type": "object",
@@ -64,6 +68,19 @@ TRAIN_SCHEMA = {
                               "description": "Gaussian noise levels (0-255 scale) of the validation (default 15, 25, 50)"},
         "validation_crop": {"type": "integer", "minimum": 8,
                             "description": "center-crop validation images to at most this size (default: whole)"},
+        "time_limit": {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                                 {"type": "string", "pattern": TIME_PATTERN}],
+                       "description": "wall-clock budget of the training, e.g. 8m, 2h30m, 90s, or seconds: it stops "
+                                      "cleanly with a checkpoint and final weights; without total_steps or epochs "
+                                      "it alone ends the run"},
+        "schedule_over": {"enum": ["auto", "steps", "time"],
+                          "description": "what the learning-rate schedule spans (auto: the time limit where one is "
+                                         "set, else the steps); over time, the schedule's step s of its total_steps "
+                                         "(else train.total_steps, else 10000) comes when that fraction of the "
+                                         "time limit has passed"},
+        "init_from": {"type": "string", "minLength": 1,
+                      "description": "start from these weights (a shipped model's name, a run folder or a "
+                                     ".safetensors file) with a fresh optimizer"},
         "max_bad_steps": {**POSITIVE, "description": "non-finite steps in a row before the run stops (default 20)"},
         "precision": {"enum": ["auto", "fp32", "bf16"], "description": "auto: bf16 autocast on CUDA, fp32 on CPU"},
         "compile": {**AUTO_BOOL, "description": "torch.compile the model (auto: on CUDA only)"},
@@ -79,7 +96,7 @@ DEFAULTS = {
     "visualization_number": 4, "random_batch_iterations": 0, "random_batch_size": [128, 128],
     "random_batch_min_difference": 0.0, "metrics": [{"type": "psnr"}], "validation_sigmas": [15, 25, 50],
     "max_bad_steps": 20, "precision": "auto", "compile": "auto", "channels_last": "auto", "prefetch": 4,
-    "log_every": 50, "tensorboard": True, "progress": True,
+    "log_every": 50, "tensorboard": True, "progress": True, "schedule_over": "auto",
 }
 DEFAULT_NOISE = {"type": "additive_gaussian", "sigma_range": [0, 55]}
 DEFAULT_LOSS = {"type": "mse"}
@@ -102,10 +119,24 @@ def choice_seed(seed):
     return mix(seed, 3)
 
 
-def total_steps(train_cfg, dataset, world_size=1):
+def parse_duration(value) -> float:
+    """Seconds from a number of seconds or a text such as '8m', '2h30m', '90s', '1.5h'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])|\s", "", text):
+        raise BfcnnError(f"train.time_limit: {value!r} is not a duration (e.g. 8m, 2h30m, 90s)")
+    return sum(float(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
+
+
+def total_steps(train_cfg, dataset, world_size=1, section=None):
     steps = train_cfg.get("total_steps", -1)
     if steps and steps > 0:
         return steps
+    section = train_cfg if section is None else section
+    if train_cfg.get("time_limit") is not None and "epochs" not in section:
+        return UNLIMITED  # the time limit ends the run
     per_epoch = max(1, math.ceil(len(dataset) / (dataset.batch_size * world_size)))
     return train_cfg.get("epochs", 1) * per_epoch
 
@@ -255,6 +286,19 @@ class Trainer:
         self.choice_gen = torch.Generator().manual_seed(choice_seed(self.seed))  # the same on every rank
         self.model_spec = config["model"]
         self.model = build("model", self.model_spec, registries)
+        self.init_from = None
+        if cfg.get("init_from"):  # checked and loaded before any data is read; a resumed run's checkpoint wins
+            from .checkpoint import init_weights
+            self.init_from = str(init_weights(self.model, cfg["init_from"]))
+            log.info("starting from the weights in %s (fresh optimizer)", self.init_from)
+        self.time_limit = parse_duration(cfg["time_limit"]) if cfg.get("time_limit") is not None else None
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise BfcnnError(f"train.time_limit: {cfg['time_limit']!r} is not a positive duration")
+        over = cfg["schedule_over"]
+        if over == "time" and self.time_limit is None:
+            raise BfcnnError("train.schedule_over: 'time' needs train.time_limit")
+        self.over_time = over == "time" or (over == "auto" and self.time_limit is not None)
+        self.elapsed = 0.0  # seconds of training in this run folder, resumes included
         self.net = Iterated(self.model)  # wrapped by setup() in DDP and torch.compile as configured
         self.noise = build("noise", config.get("noise", DEFAULT_NOISE), registries)
         self.loss_fn = build("loss", config.get("loss", DEFAULT_LOSS), registries)
@@ -280,8 +324,13 @@ class Trainer:
         if self.model_channels and self.dataset.channels != self.model_channels:
             raise BfcnnError(f"model.channels: the model takes {self.model_channels} channel(s) but the dataset "
                              f"gives {self.dataset.channels}")
-        self.steps = total_steps(cfg, self.dataset, self.world_size)
-        self.schedule_spec = self.with_total_steps(schedule, self.steps)
+        self.steps = total_steps(cfg, self.dataset, self.world_size, config.get("train", {}))
+        if self.over_time:  # the schedule's steps are read as fractions of the time limit
+            span = schedule.get("total_steps") or (cfg["total_steps"] if cfg["total_steps"] > 0 else TIME_SPAN_STEPS)
+            self.span = int(span)
+            self.schedule_spec = self.with_total_steps(schedule, self.span)
+        else:
+            self.schedule_spec = self.with_total_steps(schedule, self.steps)
         self.schedule = build("schedule", self.schedule_spec, registries)
 
     def with_total_steps(self, spec, steps):
@@ -322,6 +371,9 @@ class Trainer:
                         self.start, self.steps)
         elif self.start == self.steps:
             log.info("the run folder already holds all %d steps: nothing to train", self.steps)
+        elif self.time_up():
+            log.info("the run folder has used its time limit (%.0f s): nothing to train; raise train.time_limit "
+                     "to train on", self.time_limit)
         self.set_lr(self.start)
         net = self.net
         if self.distributed:
@@ -342,6 +394,7 @@ class Trainer:
         # the model is on the training device already: load_state_dict moves the optimizer state beside it
         info = load_checkpoint(folder, self.model, self.optimizer if saved == kind else None)
         self.start, self.best, self.bad_total = info["step"], info.get("best"), info.get("bad_steps_total", 0)
+        self.elapsed = float(info.get("elapsed_s", 0.0))
         tensors = info["tensors"]
         if info.get("world_size", 1) == self.world_size and f"rng.noise.{self.rank}" in tensors:
             self.noise_gen.set_state(tensors[f"rng.noise.{self.rank}"].to(torch.uint8).cpu())
@@ -358,8 +411,17 @@ class Trainer:
         if self.distributed:
             torch.distributed.barrier(**({"device_ids": [self.device.index]} if self.cuda else {}))
 
+    def schedule_step(self, step):
+        """The schedule's step: the training step, or where the elapsed time stands in the time limit."""
+        if not self.over_time:
+            return step
+        return min(self.span, int(self.span * self.elapsed / self.time_limit))
+
+    def time_up(self):
+        return self.time_limit is not None and self.elapsed >= self.time_limit
+
     def set_lr(self, step):
-        factor = float(self.schedule(step))
+        factor = float(self.schedule(self.schedule_step(step)))
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
@@ -389,8 +451,9 @@ class Trainer:
             loss = loss + self.regularization * self.model.regularization_loss()
         return loss, denoised
 
-    def step(self, clean, stop_requested=False):
-        """One optimization step; returns (loss, bad, stop, denoised, noisy, clean), agreed on by all ranks."""
+    def step(self, clean, stop_requested=False, time_up=False):
+        """One optimization step; returns (loss, bad, stop, time_up, denoised, noisy, clean), agreed on by all
+        ranks (a stop or the time limit on any rank ends every rank after this step)."""
         noisy, clean = self.prepare(clean)
         copy_tensors(self.saved_buffers, self.buffers)
         loss, denoised = self.forward_loss(noisy, clean, self.pick_iterations())
@@ -405,15 +468,16 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
         finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
         flags = torch.stack([loss.detach().float(), (~finite).float(),
-                             torch.full((), float(stop_requested), device=loss.device)])  # no host copy
+                             torch.full((), float(stop_requested), device=loss.device),
+                             torch.full((), float(time_up), device=loss.device)])  # no host copy
         if self.distributed:  # every rank skips, stops and logs alike
             torch.distributed.all_reduce(flags)
-        value, bad, stop = flags.tolist()  # the one host sync per step
+        value, bad, stop, out_of_time = flags.tolist()  # the one host sync per step
         if bad:  # the step never happened: no weight update, and the running statistics as they were
             copy_tensors(self.buffers, self.saved_buffers)
         else:
             self.optimizer.step()
-        return value / self.world_size, bool(bad), bool(stop), denoised, noisy, clean
+        return value / self.world_size, bool(bad), bool(stop), bool(out_of_time), denoised, noisy, clean
 
     # ---- the loop --------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -438,13 +502,16 @@ class Trainer:
         batches = Prefetcher(stream, cfg["prefetch"], pin=self.cuda) if cfg["prefetch"] else stream
         patches = self.dataset.batch_size * self.world_size
         began, window_start, window_steps, bad_run, losses = time.time(), time.time(), 0, 0, []
-        done, last_loss, stopped = self.start, None, False
+        done, last_loss, stopped, out_of_time = self.start, None, False, self.time_up()
         self.model.train()
         try:
             with interrupted:
-                for step in range(self.start, steps):
+                for step in range(self.start, steps if not out_of_time else self.start):
                     self.set_lr(step)
-                    value, bad, stop, denoised, noisy, clean = self.step(next(batches), interrupted.is_set)
+                    tick = time.time()
+                    value, bad, stop, out_of_time, denoised, noisy, clean = self.step(
+                        next(batches), interrupted.is_set, self.time_up())
+                    self.elapsed += time.time() - tick
                     done = step + 1
                     if bad:
                         bad_run += 1
@@ -463,7 +530,8 @@ class Trainer:
                         losses.append(value)
                     window_steps += 1
                     bar.update(1)
-                    if done % cfg["log_every"] == 0 or done == steps or stop:
+                    end = done == steps or out_of_time
+                    if done % cfg["log_every"] == 0 or end or stop:
                         rate = patches * window_steps / max(1e-9, time.time() - window_start)
                         self.log_scalars(writer, bar, done, losses, rate)
                         window_start, window_steps, losses = time.time(), 0, []
@@ -472,10 +540,14 @@ class Trainer:
                     if stop:
                         stopped = True
                         break
-                    if done % self.validate_every == 0 or done == steps:
+                    if done % self.validate_every == 0 or end:
                         self.validate(writer, done)
-                    if done % self.every == 0 or done == steps:
+                    if done % self.every == 0 or end:
                         self.checkpoint(done)
+                    if out_of_time:
+                        log.info("time limit (%s) reached at step %d: checkpoint and final weights saved",
+                                 cfg["time_limit"], done)
+                        break
             if stopped:
                 self.checkpoint(done)
                 log.warning("interrupted at step %d: checkpoint saved in %s; run the same command again to resume",
@@ -491,9 +563,14 @@ class Trainer:
         if self.writes:
             save_model(self.output_dir / "model.safetensors", self.model, self.model_spec)
         self.barrier()
-        summary = {"steps": steps, "resumed_from": self.start, "final_loss": last_loss, "world_size": self.world_size,
+        summary = {"steps": done if out_of_time or steps == UNLIMITED else steps, "resumed_from": self.start, "final_loss": last_loss, "world_size": self.world_size,
                    "bad_steps": self.bad_total, "best": self.best, "seconds": round(time.time() - began, 3),
-                   "device": str(self.device), "dataset": self.dataset.summary()}
+                   "device": str(self.device), "dataset": self.dataset.summary(),
+                   "training_seconds": round(self.elapsed, 1)}
+        if self.time_limit is not None:
+            summary["stopped_by"] = "time limit" if out_of_time else "steps"
+        if self.init_from:
+            summary["init_from"] = self.init_from
         if spread is not None:
             summary["replica_spread"] = spread
         return summary
@@ -533,7 +610,8 @@ class Trainer:
             return
         save_checkpoint(self.output_dir, step, self.model, self.model_spec, self.optimizer,
                         state={"best": self.best, "bad_steps_total": self.bad_total, "world_size": self.world_size,
-                               "optimizer_type": self.cfg.get("optimizer", {"type": "adam"})["type"]},
+                               "optimizer_type": self.cfg.get("optimizer", {"type": "adam"})["type"],
+                               "elapsed_s": round(self.elapsed, 3)},
                         keep=self.cfg["checkpoints_to_keep"], tensors=tensors)
 
     @torch.no_grad()
@@ -585,7 +663,8 @@ class Trainer:
 
     def open_bar(self):
         from tqdm import tqdm
-        return tqdm(total=self.steps, initial=min(self.start, self.steps), unit="step", dynamic_ncols=True, mininterval=0.5,
+        return tqdm(total=None if self.steps == UNLIMITED else self.steps, initial=min(self.start, self.steps),
+                    unit="step", dynamic_ncols=True, mininterval=0.5,
                     disable=not (self.writes and self.cfg["progress"]) or self.start >= self.steps, desc="train")
 
     def log_jsonl(self, record):

@@ -309,7 +309,7 @@ def test_cli_bad_arguments_exit_2(tmp_path, images, weights, monkeypatch, capsys
     out = str(tmp_path / "out")
     monkeypatch.setattr("bfcnn.denoise.DEFAULT_MODEL", "no_such_shipped_model")
     assert main(["denoise", str(images), "-o", out]) == 2
-    assert "no shipped model is installed" in capsys.readouterr().err
+    assert "default model 'no_such_shipped_model' is not installed" in capsys.readouterr().err
     assert main(["denoise", str(tmp_path / "nothing_here.png"), "-o", out, "--model", str(weights)]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["denoise", str(images), "-o", str(images), "--model", str(weights)]) == 2

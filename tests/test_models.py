@@ -159,10 +159,17 @@ def test_odd_sizes_keep_their_shape(spec):
 
 @pytest.mark.parametrize("spec", CASES)
 def test_first_convolution_takes_the_image_channels(spec):
-    """Tools that infer a model's channels from its first Conv2d (export) get the right answer."""
-    model = bfcnn.build("model", {**spec, "channels": 2} if "channels" in properties(spec["type"]) else spec)
+    """Tools that infer a model's channels (bfcnn.layers.model_channels: the `channels` attribute, else the first
+    Conv2d) get the right answer; a model whose first convolution sees other channels (a pixel-unshuffled input)
+    must say its channels in the attribute."""
+    from bfcnn.layers import model_channels
+
+    wanted = 2 if "channels" in properties(spec["type"]) else None
+    model = bfcnn.build("model", {**spec, "channels": 2} if wanted else spec)
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    assert first.in_channels == channels_of(model)
+    if first.in_channels != channels_of(model):
+        assert getattr(model, "channels", None) == wanted
+    assert model_channels(model) == (wanted or first.in_channels)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -72,3 +72,38 @@ def test_the_default_models_card_states_what_it_measures(tmp_path):
                              tmp_path)
     measured = report["results"][0]["psnr"]
     assert measured == pytest.approx(card_figure(DEFAULT_MODEL, "CBSD68", 25), abs=0.006)
+
+
+def test_list_pretrained_shows_every_shipped_model_with_its_figures(capsys):
+    from bfcnn.cli import main
+
+    assert bfcnn.names("pretrained") == SHIPPED
+    assert main(["list", "pretrained"]) == 0
+    out = capsys.readouterr().out
+    for name in SHIPPED:
+        line = next(line for line in out.splitlines() if line.strip().startswith(name))
+        count = sum(p.numel() for p in bfcnn.load_model(name).module.parameters())
+        assert f"{count:,} params" in line and "CBSD68" in line and "bias-free: yes" in line
+    assert "(default)" in next(line for line in out.splitlines() if line.strip().startswith(DEFAULT_MODEL))
+
+
+def test_a_plugin_ships_weights_by_name(tmp_path, monkeypatch):
+    from bfcnn import hookimpl
+    from bfcnn.checkpoint import save_model
+    from bfcnn.registry import load_registries
+
+    spec = {"type": "dncnn", "channels": 3, "depth": 3, "filters": 4}
+    model = bfcnn.build("model", spec)
+    save_model(tmp_path / "w.safetensors", model, spec)
+
+    class Plugin:
+        @hookimpl
+        def register_pretrained(self, register):
+            register("plugin_weights", lambda: tmp_path / "w.safetensors", summary="tiny")
+
+    registries = load_registries(extra_plugins=[Plugin()], autoload=False)
+    monkeypatch.setattr("bfcnn.registry.default_registries", lambda: registries)
+    loaded = bfcnn.load_model("plugin_weights").module
+    assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters()))
+    with pytest.raises(bfcnn.BfcnnError, match="plugin_weights"):
+        bfcnn.load_model("no_such_weights")

@@ -158,15 +158,23 @@ class EveryKindPlugin:
         register("fake_zero", lambda: (lambda p, t: torch.zeros(p.shape[0])), summary="zero")
 
     @hookimpl
+    def register_pretrained(self, register):
+        register("fake_weights", lambda: "fake.safetensors", summary="weights")
+
+    @hookimpl
     def register_exporters(self, register):
         register("fake_export", lambda: (lambda model, out, example: {"files": []}), summary="nothing")
+
+    @hookimpl
+    def register_measurements(self, register):
+        register("fake_nothing", lambda: (lambda shape, seed=0, device="cpu": None), summary="nothing measured")
 
 
 def test_a_plugin_can_register_every_kind():
     registries = load_registries(extra_plugins=[EveryKindPlugin()], autoload=False)
     expected = {"noise": "fake_identity_noise", "model": "fake_identity_model", "loss": "fake_l1",
                 "optimizer": "fake_sgd", "schedule": "fake_half", "dataset": "fake_data", "metric": "fake_zero",
-                "exporter": "fake_export"}
+                "exporter": "fake_export", "pretrained": "fake_weights", "measurement": "fake_nothing"}
     assert set(expected) == set(KINDS)
     for kind, name in expected.items():
         assert registries[kind].get(name).plugin == "EveryKindPlugin"

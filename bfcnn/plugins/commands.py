@@ -7,6 +7,9 @@ COMMAND_MODULES = {
     "evaluate": "bfcnn.evaluate",
     "denoise": "bfcnn.denoise",
     "explain": "bfcnn.explain",
+    "restore": "bfcnn.restore",
+    "sample": "bfcnn.sample",
+    "explore": "bfcnn.explore",
 }
 
 

@@ -51,8 +51,20 @@ def register_metrics(register):
 
 
 @hookspec
+def register_pretrained(register):
+    """Register trained weights by name: `factory() -> path` of a .safetensors file whose metadata holds the model
+    spec (bfcnn.checkpoint.save_model writes such files); `bfcnn.load_model(NAME)` and `--model NAME` find them."""
+
+
+@hookspec
 def register_exporters(register):
     """Register exporters: `exporter(model, output_dir, example) -> dict` report naming the files written."""
+
+
+@hookspec
+def register_measurements(register):
+    """Register linear measurements: `factory(**params)(shape, seed=0, device="cpu") -> Measurement` (see
+    bfcnn.restore.Measurement: `measure(x)`, `adjoint(y)` on N x C x H x W tensors, with M M^T = I)."""
 
 
 @hookspec

@@ -20,7 +20,8 @@ AUTOLOAD_OFF = "BFCNN_DISABLE_PLUGIN_AUTOLOAD"
 LIGHT_BUILTIN_PLUGINS = ("bfcnn.plugins.stages", "bfcnn.plugins.commands")
 BUILTIN_PLUGINS = tuple(
     f"bfcnn.plugins.{name}"
-    for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters")
+    for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters",
+                 "pretrained", "measurements")
 ) + LIGHT_BUILTIN_PLUGINS
 
 

@@ -19,6 +19,8 @@ HOOKS = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
     "exporter": "register_exporters",
+    "pretrained": "register_pretrained",
+    "measurement": "register_measurements",
 }
 KINDS = tuple(HOOKS)
 

@@ -1,0 +1,36 @@
+"""Built-in pretrained models: the weights shipped in bfcnn/pretrained/, each with its card (NAME.md) and the
+config it was trained with (NAME.yaml). The summaries carry the card's CBSD68 figures (PSNR, dB, blind, the
+field's protocol: `bfcnn evaluate --sigmas 15 25 50 75 100`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bfcnn.registry import hookimpl
+
+FOLDER = Path(__file__).resolve().parent.parent / "pretrained"
+NO_PARAMS = {"type": "object", "additionalProperties": False, "properties": {}}
+
+# name -> (what it is, CBSD68 PSNR at sigma 15 / 25 / 50 / 75 / 100)
+SHIPPED = {
+    "bf_dncnn_small_cpu": ("BF-DnCNN 10 x 32, 20 min on one CPU thread", (33.03, 30.30, 26.71, 24.53, 22.89)),
+    "bf_resnet_ms_small_cpu": ("3-level multiscale bias-free resnet, 20 min on one CPU thread",
+                               (33.08, 30.45, 27.02, 24.98, 23.40)),
+}
+
+
+def summary(what, figures) -> str:
+    return f"{what}; CBSD68 sigma 15/25/50/75/100: {' / '.join(f'{v:.2f}' for v in figures)} dB"
+
+
+def weights_of(name):
+    def factory():
+        return FOLDER / f"{name}.safetensors"
+    factory.__name__ = name
+    return factory
+
+
+@hookimpl
+def register_pretrained(register):
+    for name, (what, figures) in SHIPPED.items():
+        register(name, weights_of(name), NO_PARAMS, summary(what, figures))
