@@ -154,7 +154,8 @@ def test_a_closed_pipe_is_no_traceback():
 def test_schema_prints_the_json_schema(capsys):
     assert cli.main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert set(schema["$defs"]) == {"noise", "model", "loss", "optimizer", "schedule", "dataset", "metric", "exporter"}
+    assert set(schema["$defs"]) == {"noise", "model", "loss", "optimizer", "schedule", "dataset", "metric", "exporter",
+                                    "pretrained", "measurement"}
 
 
 def test_list_and_plugins(capsys):
