@@ -512,29 +512,29 @@ def size_check(factory):
     return check
 
 
+def dncnn_properties(depth, filters) -> dict:
+    """The params of a plain conv stack (dncnn, dncnn_shuffle), with its default depth and filters."""
+    return {
+        "channels": CHANNELS,
+        "depth": {"type": "integer", "minimum": 2, "maximum": MAX_LAYERS, "default": depth},
+        "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": filters},
+        "kernel_size": KERNEL_SIZE,
+        "batchnorm": BATCHNORM,
+        "bias_free": {"type": "boolean", "default": True},
+    }
+
+
 @hookimpl
 def register_models(register):
     register("dncnn", DnCNN, {
         "type": "object", "additionalProperties": False,
-        "properties": {
-            "channels": CHANNELS,
-            "depth": {"type": "integer", "minimum": 2, "maximum": MAX_LAYERS, "default": 20},
-            "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": 64},
-            "kernel_size": KERNEL_SIZE,
-            "batchnorm": BATCHNORM,
-            "bias_free": {"type": "boolean", "default": True},
-        },
+        "properties": dncnn_properties(depth=20, filters=64),
         "examples": [{"channels": 3, "depth": 6, "filters": 16}],
     }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)", check=size_check(DnCNN))
     register("dncnn_shuffle", ShuffleDnCNN, {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "channels": CHANNELS,
-            "depth": {"type": "integer", "minimum": 2, "maximum": MAX_LAYERS, "default": 12},
-            "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": 96},
-            "kernel_size": KERNEL_SIZE,
-            "batchnorm": BATCHNORM,
-            "bias_free": {"type": "boolean", "default": True},
+            **dncnn_properties(depth=12, filters=96),
             "factor": {"type": "integer", "minimum": 1, "maximum": 8, "default": 2,
                        "description": "pixel-unshuffle factor: the body runs at 1/factor resolution"},
         },
