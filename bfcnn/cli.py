@@ -113,7 +113,10 @@ def build_parser(argv=None):
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", help="run the stages of a config (train, evaluate, export)")
+    from .registry import command_registries, resolve
+
+    stages = ", ".join(command_registries().stages)
+    p = sub.add_parser("run", help=f"run the stages of a config ({stages})")
     p.add_argument("config")
     p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -134,8 +137,6 @@ def build_parser(argv=None):
     p.set_defaults(handler=cmd_list)
 
     sub.add_parser("plugins", help="list plugins and what they register").set_defaults(handler=cmd_plugins)
-
-    from .registry import command_registries, resolve
 
     wanted = requested_command(argv)
     for name, command in command_registries().commands.items():

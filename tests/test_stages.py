@@ -128,4 +128,5 @@ def test_help_imports_no_torch():
     assert result.returncode == 0, result.stderr
     for name in ("run", "denoise", "explain", "evaluate"):
         assert f"    {name} " in result.stdout
+    assert "run the stages of a config (train, evaluate, export" in result.stdout  # from the registered stages
     assert result.stdout.strip().endswith("NO TORCH"), result.stdout
