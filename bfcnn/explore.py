@@ -24,11 +24,13 @@ INSTALL_HINT = "pip install 'bfcnn[explore]' (Starlette and uvicorn)"
 
 
 def add_arguments(parser):
+    from .denoise import DEFAULT_MODEL
+
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images to offer in the page (besides uploads "
                         "and the photos scikit-image ships)")
     parser.add_argument("--model", action="append", default=None, metavar="M",
                         help="a shipped model's name, a .safetensors file or a run folder (default: the shipped "
-                        "default model); give it twice to see a second model beside the first")
+                        f"{DEFAULT_MODEL}); give it twice to see a second model beside the first")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
                         "machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: a free one)")
@@ -101,6 +103,7 @@ def command(args):
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            sock.close()
     finally:
         for name, value in caches.items():
             if value is None:

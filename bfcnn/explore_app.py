@@ -44,7 +44,7 @@ DIMENSIONALITY_SIGMAS = (5.0, 10.0, 15.0, 25.0, 35.0, 50.0, 75.0, 100.0)
 DIMENSIONALITY_PROBES = 16
 MAX_SIGMA = 100.0
 MIN_WINDOW = 8  # the filter window shown around a pixel is at least this radius ...
-MAX_WINDOW = 64  # ... and at most this one (models whose receptive radius is known: the whole radius)
+MAX_WINDOW = 64  # ... and at most this one
 
 
 def b64(array) -> str:
@@ -237,12 +237,10 @@ class View:
             support = "whole image"
         gray = rows.sum(dim=0)
         stats = filter_stats(gray, x - x0, y - y0)
-        if not context["exact"] or support == "whole image":  # show a window of the radius holding 99% of |w|
-            r = min(max(stats["radius_99"], MIN_WINDOW), MAX_WINDOW)
-            wx0, wy0 = max(x - x0 - r, 0), max(y - y0 - r, 0)
-            wx1, wy1 = min(x - x0 + r + 1, gray.shape[1]), min(y - y0 + r + 1, gray.shape[0])
-        else:
-            wx0, wy0, wx1, wy1 = 0, 0, gray.shape[1], gray.shape[0]
+        # the window sent and shown: the radius holding 99% of sum |w| and 2 pixels more (within limits)
+        r = min(max(stats["radius_99"] + 2, MIN_WINDOW), MAX_WINDOW)
+        wx0, wy0 = max(x - x0 - r, 0), max(y - y0 - r, 0)
+        wx1, wy1 = min(x - x0 + r + 1, gray.shape[1]), min(y - y0 + r + 1, gray.shape[0])
         window = rows[:, wy0:wy1, wx0:wx1].float().numpy()
         centre = stats["centre"]
         result = {

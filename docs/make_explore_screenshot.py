@@ -3,7 +3,7 @@
   python docs/make_explore_screenshot.py [--chromium /usr/bin/chromium] [--out docs/explore.png]
 
 Starts `bfcnn explore` (shipped default model, 127.0.0.1, a free port), opens it in headless Chromium with
-Playwright, shows scikit-image's astronaut at sigma 25, clicks a pixel on an edge of the helmet, computes the
+Playwright, shows scikit-image's astronaut at sigma 50, clicks a pixel in a flat patch of the cheek, computes the
 spread map and the dimensionality curve, zooms in around the pixel, and saves the page as a 256-colour PNG (small enough to commit).
 """
 
@@ -24,7 +24,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--out", default=str(REPO / "docs" / "explore.png"))
-    parser.add_argument("--pixel", default="190,128", help="x,y of the pixel clicked (default: an edge)")
+    parser.add_argument("--pixel", default="190,128", help="x,y of the pixel clicked (default: a flat patch of the cheek)")
+    parser.add_argument("--sigma", default="50")
     args = parser.parse_args()
 
     from PIL import Image
@@ -43,10 +44,14 @@ def main():
             page.goto(url)
             idle = "document.body.dataset.ready && document.body.dataset.view && !document.body.dataset.busy"
             page.wait_for_function(idle, timeout=300_000)
+            page.fill("#sigma", args.sigma)
+            page.wait_for_function(f"window.explore.views.length && window.explore.views[0].sigma === {float(args.sigma)}",
+                                   timeout=300_000)
+            page.wait_for_function(idle, timeout=300_000)
             box = page.locator("#panel-noisy img").bounding_box()
             page.mouse.click(box["x"] + (x + 0.5) * box["width"] / 512, box["y"] + (y + 0.5) * box["height"] / 512)
             page.wait_for_selector("#filter-0", timeout=120_000)
-            for _ in range(2):  # zoom in around the pixel (every panel follows) to show the filter over the image
+            for _ in range(3):  # zoom in around the pixel (every panel follows) to show the filter over the image
                 page.mouse.move(box["x"] + (x + 0.5) * box["width"] / 512, box["y"] + (y + 0.5) * box["height"] / 512)
                 page.mouse.wheel(0, -500)
                 page.wait_for_timeout(200)

@@ -71,7 +71,7 @@ def server(tmp_path_factory):
     first = tmp_path_factory.mktemp("given") / "first.png"
     Image.fromarray(data.coffee()[100:148, 200:264]).save(first)
     process, url = serve(str(first))
-    yield url
+    yield url, first
     process.terminate()
     process.wait(30)
 
@@ -82,6 +82,7 @@ def idle(page, timeout=60_000):
 
 
 def test_click_a_pixel_see_its_filter(browser, server, tmp_path):
+    url, _ = server
     from PIL import Image
     from skimage import data
 
@@ -93,7 +94,7 @@ def test_click_a_pixel_see_its_filter(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server)
+    page.goto(url)
     idle(page)  # the first image (the one given on the command line) is denoised on its own
     assert page.inner_text("#image option:checked") == "first.png"
 
@@ -121,7 +122,7 @@ def test_click_a_pixel_see_its_filter(browser, server, tmp_path):
     expected = adaptive_filters(model, noisy, [(x, y)])[0].sum(0).double()
     window = expected[origin[1]:origin[1] + h, origin[0]:origin[0] + w].numpy()
     np.testing.assert_allclose(gray, window, atol=5e-6)
-    assert float(np.abs(window).sum()) == pytest.approx(float(expected.abs().sum()), rel=1e-5)  # the whole filter
+    assert float(np.abs(window).sum()) >= 0.99 * float(expected.abs().sum())  # the window holds the filter
     weight_sum = float(shown.get_attribute("data-weight-sum"))
     assert weight_sum == pytest.approx(float(expected.sum()), abs=1e-5)
     assert f"weight sum   {weight_sum:.4f}" in shown.inner_text()
@@ -139,9 +140,10 @@ def test_click_a_pixel_see_its_filter(browser, server, tmp_path):
 
 
 def test_bad_upload_is_a_message_in_the_page(browser, server, tmp_path):
+    url, _ = server
     (tmp_path / "notes.png").write_text("not an image")
     page = browser.new_page()
-    page.goto(server)
+    page.goto(url)
     idle(page)
     page.set_input_files("#upload", str(tmp_path / "notes.png"))
     page.wait_for_selector("#message.shown")
@@ -149,3 +151,43 @@ def test_bad_upload_is_a_message_in_the_page(browser, server, tmp_path):
     page.fill("#sigma", "10")  # the page and the server go on
     page.wait_for_function("window.explore.views[0].sigma === 10")
     idle(page)
+
+
+def test_two_browsers_at_once(browser, server):
+    """Two browser contexts (separate sessions) at two noise levels, clicking at the same time: each page shows
+    the filter of its own noisy image."""
+    import bfcnn
+    from bfcnn.explain import adaptive_filters, noisy_version
+    from bfcnn.images import read_image
+
+    url, first = server
+    sigmas = (10.0, 60.0)
+    pages = []
+    for sigma in sigmas:
+        page = browser.new_context().new_page()
+        page.goto(url)
+        idle(page)
+        page.fill("#sigma", f"{sigma:g}")
+        pages.append(page)
+    for page, sigma in zip(pages, sigmas):
+        page.wait_for_function(f"window.explore.views[0].sigma === {sigma}")
+        idle(page)
+    for page in pages:  # both clicks go out before either answer is read
+        box = page.locator("#panel-noisy img").bounding_box()
+        page.mouse.click(box["x"] + 30.5 * box["width"] / 64, box["y"] + 20.5 * box["height"] / 48)
+    model = bfcnn.load_model().module
+    clean = torch.from_numpy(read_image(first)).permute(2, 0, 1)[None].contiguous()
+    shown_filters = []
+    for page, sigma in zip(pages, sigmas):
+        page.wait_for_selector("#filter-0")
+        shown = page.locator("#filter-0")
+        assert (int(shown.get_attribute("data-x")), int(shown.get_attribute("data-y"))) == (30, 20)
+        expected = adaptive_filters(model, noisy_version(clean, sigma, 0)[1], [(30, 20)])[0].sum(0).double()
+        x0, y0 = int(shown.get_attribute("data-origin-x")), int(shown.get_attribute("data-origin-y"))
+        w, h = int(shown.get_attribute("data-width")), int(shown.get_attribute("data-height"))
+        gray = np.array(json.loads(shown.get_attribute("data-gray"))).reshape(h, w)
+        np.testing.assert_allclose(gray, expected[y0:y0 + h, x0:x0 + w].numpy(), atol=5e-6)
+        assert float(shown.get_attribute("data-weight-sum")) == pytest.approx(float(expected.sum()), abs=1e-5)
+        shown_filters.append(gray)
+    a, b = shown_filters  # the two sessions show different filters
+    assert a.shape != b.shape or np.abs(a - b).max() > 1e-3
