@@ -44,7 +44,7 @@ def config_schema(registries=None) -> dict:
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "description": "a name for the run"},
-            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "description": "seed of every random choice"},
+            "seed": {"type": "integer", "minimum": 0, "description": "seed of every random choice"},
             "device": {"type": "string", "description": "auto, cpu, cuda, cuda:N"},
             "model": ref("model"),
             "noise": ref("noise"),

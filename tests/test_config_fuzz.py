@@ -242,3 +242,16 @@ def test_valid_mutants_run_two_steps_without_a_traceback(tmp_path_factory, capfd
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
     assert code in (0, 2), (code, err)
+
+
+@pytest.mark.parametrize("where", [("seed",), ("evaluate", "seed"), ("train", "log_every")])
+def test_integers_beyond_int64_are_config_errors_anywhere(where):
+    config = copy.deepcopy(SHIPPED["quickstart.yaml"])
+    node = config
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = 2**64
+    with pytest.raises(ConfigError) as error:
+        load_config(config)
+    assert any(p.startswith(f"{'.'.join(where)}: {2**64} is larger than any integer bfcnn takes")
+               for p in error.value.problems), error.value.problems

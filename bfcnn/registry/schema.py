@@ -94,10 +94,29 @@ def error_messages(error: jsonschema.ValidationError, prefix: str = "") -> list[
     return [f"{path}: {error.message}"]
 
 
+LARGEST_INTEGER = 2**63 - 1  # what a seed, a size or a count can be in torch and numpy (int64)
+
+
+def oversized_integers(instance, path=()):
+    """(path, value) of every integer beyond int64: no schema bound is needed for a seed to fit torch's."""
+    if isinstance(instance, dict):
+        for key, value in instance.items():
+            yield from oversized_integers(value, path + (key,))
+    elif isinstance(instance, list):
+        for index, value in enumerate(instance):
+            yield from oversized_integers(value, path + (index,))
+    elif is_integer(None, instance) and abs(instance) > LARGEST_INTEGER:
+        yield path, instance
+
+
 def schema_problems(instance, schema: dict, prefix: str = "") -> list[str]:
     """Every problem of `instance` against `schema`, sorted by path, each once."""
     errors = sorted(Validator(schema).iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return list(dict.fromkeys(m for e in errors for m in error_messages(e, prefix)))
+    problems = [m for e in errors for m in error_messages(e, prefix)]
+    for path, value in oversized_integers(instance):
+        where = ".".join([prefix] * bool(prefix) + [str(p) for p in path]) or "(top level)"
+        problems.append(f"{where}: {value} is larger than any integer bfcnn takes ({LARGEST_INTEGER})")
+    return list(dict.fromkeys(problems))
 
 
 def spec_problems(kind: str, spec, registries, where: str | None = None) -> list[str]:
