@@ -148,7 +148,17 @@ def main(argv=None):
     parser.add_argument("--test", type=Path, default=DATA / "test" / "CBSD68")
     parser.add_argument("-o", "--output", default="runs/pilot")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker: train this candidate, print its JSON
+    parser.add_argument("--report", nargs="+", metavar="DIR",
+                        help="print the markdown tables of the candidates' JSON files in these folders and stop")
     args = parser.parse_args(argv)
+    if args.report:
+        results = {}
+        for folder in args.report:
+            for path in sorted(Path(folder).glob("*.json")):
+                if path.name != "pilot.json":
+                    results[path.stem] = json.loads(path.read_text())
+        print(markdown(results))
+        return 0
     for folder in (args.data, args.test):
         if not folder.is_dir():
             parser.exit(2, f"pilot: {folder} is not a folder of images\n")
@@ -177,13 +187,33 @@ def main(argv=None):
                     print(f"pilot: {name} failed (exit {proc.returncode})", file=sys.stderr)
     summary = Path(args.output) / "pilot.json"
     summary.write_text(json.dumps({"cpu_minutes": args.cpu_minutes, "results": results}, indent=1))
-    print(f"| candidate | params | MFLOP/px | batch x patch | steps | sigma 15 | 25 | 50 |")
-    for name, r in results.items():
-        last = r["curve"][-1] if r["curve"] else {"steps": 0, "psnr": {s: float("nan") for s in SIGMAS}}
-        p = {int(k): v for k, v in last["psnr"].items()}
-        print(f"| {name} | {r['parameters']:,} | {r['mflops_per_pixel']} | {r['batch_size']} x {r['patch']} | "
-              f"{last['steps']} | {p[15]:.2f} | {p[25]:.2f} | {p[50]:.2f} |")
+    print(markdown(results))
     return 0
+
+
+def markdown(results) -> str:
+    """The end of every candidate's curve, best first at sigma 25, then each learning curve."""
+    def last(r):
+        return r["curve"][-1] if r["curve"] else {"steps": 0, "patches": 0, "cpu_s": 0, "psnr": {}}
+
+    def psnr(point, sigma):
+        value = {int(k): v for k, v in point["psnr"].items()}.get(sigma)
+        return f"{value:.2f}" if value is not None else "-"
+
+    order = sorted(results, key=lambda n: -{int(k): v for k, v in last(results[n])["psnr"].items()}.get(25, 0))
+    lines = ["| candidate | bias-free | params | MFLOP/px | batch x crop | CPU s | steps | patches | PSNR sigma 15 | 25 | 50 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in order:
+        r, point = results[name], last(results[name])
+        lines.append(f"| {name} | {'yes' if r['bias_free'] else 'no'} | {r['parameters']:,} | {r['mflops_per_pixel']} | "
+                     f"{r['batch_size']} x {r['patch']} | {point['cpu_s']:.0f} | {point['steps']} | {point['patches']:,} | "
+                     f"{psnr(point, 15)} | {psnr(point, 25)} | {psnr(point, 50)} |")
+    lines += ["", "Learning curves (PSNR at sigma 25 after each share of the CPU budget):", "",
+              "| candidate | " + " | ".join(f"{p['cpu_s']:.0f} s" for p in results[order[0]]["curve"]) + " |",
+              "| --- |" + " --- |" * len(results[order[0]]["curve"])] if order else []
+    for name in order:
+        lines.append(f"| {name} | " + " | ".join(psnr(p, 25) for p in results[name]["curve"]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
