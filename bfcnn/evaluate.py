@@ -28,7 +28,6 @@ from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
-DEFAULT_METRICS = [{"type": "psnr"}, {"type": "ssim"}]
 GAUSSIAN = "gaussian"
 NUMBERS = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}
 
@@ -51,7 +50,8 @@ EVALUATE_SCHEMA = {
                                   "properties": {"name": {"type": "string"}, "noise": ref("noise"),
                                                  "levels": NUMBERS,
                                                  "level_key": {"type": "string", "default": "sigma"}}}},
-        "metrics": {"type": "array", "items": ref("metric"), "description": "default: psnr and ssim"},
+        "metrics": {"type": "array", "items": ref("metric"), "default": [{"type": "psnr"}, {"type": "ssim"}],
+                    "description": "registered metrics, each a column of the tables"},
         "models": {"type": "array", "description": "more models to compare with the run's own (same plot/table)",
                    "items": {"type": "object", "additionalProperties": False, "required": ["path"],
                              "properties": {"name": {"type": "string"},
@@ -74,7 +74,9 @@ EVALUATE_SCHEMA = {
 }
 
 
-DEFAULT_SIGMAS = EVALUATE_SCHEMA["properties"]["sigmas"]["default"]  # one default, for configs and the CLI
+# the defaults live once, in the schema: for configs and the command line
+DEFAULT_SIGMAS = EVALUATE_SCHEMA["properties"]["sigmas"]["default"]
+DEFAULT_METRICS = EVALUATE_SCHEMA["properties"]["metrics"]["default"]
 
 
 # ----------------------------------------------------------------------------------------------- protocol
@@ -452,7 +454,8 @@ def add_arguments(parser):
     parser.add_argument("--sigmas", nargs="+", type=float, default=None,
                         help=f"Gaussian levels, 0-255 (default {' '.join(map(str, DEFAULT_SIGMAS))})")
     parser.add_argument("--names", nargs="+", default=None, help="labels of the models, in order")
-    parser.add_argument("--metrics", nargs="+", default=None, help="registered metric names (default psnr ssim)")
+    parser.add_argument("--metrics", nargs="+", default=None, help="registered metric names "
+                        f"(default {' '.join(m['type'] for m in DEFAULT_METRICS)})")
     parser.add_argument("--config", help="take the evaluate section of this config; the flags above override it")
     parser.add_argument("--color-mode", choices=("rgb", "grayscale"), default=None)
     parser.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
