@@ -9,9 +9,9 @@ import os
 # albumentations otherwise asks the network for its latest version on every import
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from .config import build, load_config  # noqa: E402
+from .config import load_config  # noqa: E402
 from .errors import BfcnnError, ConfigError, RunError  # noqa: E402
-from .registry import KINDS, default_registries, hookimpl  # noqa: E402
+from .registry import KINDS, build, default_registries, hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["KINDS", "BfcnnError", "ConfigError", "RunError", "build", "hookimpl", "load_config", "load_model",

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import BfcnnError
+from .errors import BfcnnError, output_folder
 
 MODEL_SPEC_KEY = "bfcnn.model"
 STEP_PREFIX = "step-"
@@ -49,6 +49,18 @@ def write_text_atomic(path, text: str):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def save_run_record(output_dir, config=None, summary=None):
+    """A run folder's record (rank 0 writes it): the resolved config (config.yaml) before the stages run, what
+    they returned (summary.json) after."""
+    import yaml
+
+    output_dir = output_folder(output_dir)
+    if config is not None:
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    if summary is not None:
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
 def save_model(path, model, spec: dict):
@@ -279,7 +291,7 @@ def find_weights(name_or_path) -> Path:
 
 def load_model(name_or_path, device="cpu"):
     """Rebuild a model from its weights file's spec and load the weights; eval mode."""
-    from .config import build
+    from .registry import build
 
     weights = find_weights(name_or_path)
     model = build("model", read_model_spec(weights))

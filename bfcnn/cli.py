@@ -6,50 +6,13 @@ Exit codes: 0 success; 2 bad input (config, path, argument), a short message, no
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import math
-import os
 import sys
-import traceback
 
-from .errors import BfcnnError, RunError
-
-# sub-commands that live in their own modules: each has add_arguments(parser) and command(args)
-COMMAND_MODULES = {
-    "evaluate": "bfcnn.evaluate",
-    "denoise": "bfcnn.denoise",
-    "explain": "bfcnn.explain",
-    "restore": "bfcnn.restore",
-    "sample": "bfcnn.sample",
-    "explore": "bfcnn.explore",
-}
-
-
-def guarded(fn) -> int:
-    """Run a command (fn) after the process setup every command shares, and map what it raises onto exit codes."""
-    from .devices import keep_freed_memory
-
-    keep_freed_memory()
-    try:
-        result = fn()
-        return result if isinstance(result, int) else 0
-    except BfcnnError as error:
-        print(f"bfcnn: error: {error}", file=sys.stderr)
-        return 2
-    except RunError as error:
-        print(f"bfcnn: run failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bfcnn: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `bfcnn schema | head`: the reader left; say nothing, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
-    except Exception:  # a bug, not bad input: keep the traceback for the report
-        traceback.print_exc()
-        return 1
+from .errors import BfcnnError
+from .exits import guarded
 
 
 def cmd_run(args):
@@ -97,7 +60,7 @@ def cmd_list(args):
             component = registries[kind].get(name)
             facts = ""
             if kind == "model":  # built with default params; a model that fails to build shows the error
-                from .plugins.models import model_facts
+                from .layers import model_facts
                 try:
                     f = model_facts(name, registries)
                     facts = (f"bias-free: {'yes' if f['bias_free'] else 'no'}, {f['parameters']:,} params, "
@@ -143,12 +106,18 @@ def cmd_plugins(args):
         print(f"{plugin}: FAILED TO LOAD: {error}")
 
 
-def build_parser():
+CORE_COMMANDS = ("run", "validate", "schema", "list", "plugins")
+
+
+def build_parser(argv=None):
     parser = argparse.ArgumentParser(prog="bfcnn", description="Blind denoising with bias-free CNNs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", help="run the stages of a config (train, evaluate, export, restore)")
+    from .registry import command_registries, resolve
+
+    stages = ", ".join(command_registries().stages)
+    p = sub.add_parser("run", help=f"run the stages of a config ({stages})")
     p.add_argument("config")
     p.add_argument("-o", "--output-dir", help="default: runs/<config name>")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -170,16 +139,29 @@ def build_parser():
 
     sub.add_parser("plugins", help="list plugins and what they register").set_defaults(handler=cmd_plugins)
 
-    for name, module_name in COMMAND_MODULES.items():
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        module.add_arguments(p)
-        p.set_defaults(handler=module.command)
+    wanted = requested_command(argv)
+    for name, command in command_registries().commands.items():
+        if name in CORE_COMMANDS:
+            continue
+        p = sub.add_parser(name, help=command.help)
+        if name == wanted:  # only the command that runs imports its module (`bfcnn --help` imports no torch)
+            resolve(command.add_arguments)(p)
+            p.set_defaults(handler=lambda args, command=command: resolve(command.command)(args))
     return parser
 
 
+def requested_command(argv):
+    """The sub-command named on the command line (the first word that is no option), or None."""
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    return words[0] if words else None
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser(argv)
+    except Exception as error:  # a plugin's command that fails to import: say which, no traceback
+        print(f"bfcnn: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on bad arguments, 0 on --help

@@ -10,47 +10,32 @@ import copy
 import json
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from .errors import BfcnnError, ConfigError
-from .registry import KINDS, default_registries, did_you_mean
-
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
-KIND_KEYWORD = "x-bfcnn-kind"  # marks the `type` property of a component spec, for the error messages
+from .registry import default_registries, resolve
+from .registry.schema import DRAFT, build, component_defs, ref, schema_problems, takes_registries  # noqa: F401
 
 # the seed kept its noise settings in `dataset`; they become entries of the `noise` section
 SEED_NOISE_KEYS = ("additional_noise", "multiplicative_noise", "subsample_size", "random_blur", "clip_value")
-CHANNELS = {"grayscale": 1, "gray": 1, "rgb": 3, "rgba": 4}
-
-
-def ref(kind):
-    return {"$ref": f"#/$defs/{kind}"}
-
-
-def component_def(registry) -> dict:
-    """A spec of this kind: {"type": name, **params}, params checked by the named component's own schema."""
-    branches = []
-    for name in registry.names():
-        schema = copy.deepcopy(registry.get(name).schema)
-        schema.pop("$schema", None)
-        schema["properties"] = {"type": {"const": name}, **schema.get("properties", {})}
-        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": schema})
-    spec = {
-        "type": "object",
-        "required": ["type"],
-        "properties": {"type": {"type": "string", "enum": registry.names(), KIND_KEYWORD: registry.kind}},
-    }
-    if branches:
-        spec["allOf"] = branches
-    return spec
+NUMBERS = {"oneOf": [{"type": "number", "minimum": 0},
+                     {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}]}
+# the seed's dataset keys that are read while mapping them: checked first, so a list where a number goes is a
+# config error with its path, not a crash of the mapping
+SEED_DATASET_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "min_value": {"type": "number"}, "max_value": {"type": "number"},
+        "clip_value": {"type": "boolean"}, "random_blur": {"type": "boolean"},
+        "additional_noise": {"anyOf": [NUMBERS, {"type": ["boolean", "null"]}]},
+        "multiplicative_noise": {"anyOf": [NUMBERS, {"type": ["boolean", "null"]}]},
+        "subsample_size": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
+    },
+}
 
 
 def config_schema(registries=None) -> dict:
-    from .evaluate import EVALUATE_SCHEMA
-    from .restore import RESTORE_SCHEMA
-    from .train import TRAIN_SCHEMA
-
+    """The config's JSON Schema: the common keys, the component sections, and one section per registered stage."""
     registries = registries or default_registries()
     return {
         "$schema": DRAFT,
@@ -65,12 +50,9 @@ def config_schema(registries=None) -> dict:
             "noise": ref("noise"),
             "loss": ref("loss"),
             "dataset": ref("dataset"),
-            "train": TRAIN_SCHEMA,
-            "evaluate": EVALUATE_SCHEMA,
-            "export": {"type": "array", "items": ref("exporter")},
-            "restore": RESTORE_SCHEMA,
+            **{name: resolve(stage.schema) for name, stage in registries.stages.items()},
         },
-        "$defs": {kind: component_def(registries[kind]) for kind in KINDS},
+        "$defs": component_defs(registries),
     }
 
 
@@ -106,6 +88,8 @@ def from_seed(config: dict) -> dict:
         if seed_keys and "noise" in config:
             problems.append(f"dataset.{seed_keys[0]}: the seed's noise keys in `dataset` cannot be combined "
                             "with a `noise` section; use one or the other")
+        elif seed_keys and schema_problems(dataset, SEED_DATASET_SCHEMA, "dataset"):
+            problems += schema_problems(dataset, SEED_DATASET_SCHEMA, "dataset")
         elif seed_keys:
             noises = seed_noises(dataset)
             for key in seed_keys:
@@ -152,83 +136,65 @@ def seed_noises(dataset: dict) -> list:
     return noises
 
 
-def error_messages(error: jsonschema.ValidationError) -> list[str]:
-    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if error.validator == "enum" and KIND_KEYWORD in error.schema:
-        kind = error.schema[KIND_KEYWORD]
-        known = error.validator_value
-        return [f"{path}: {error.instance!r} is not a known {kind}{did_you_mean(error.instance, known)} "
-                f"(known: {', '.join(known) or 'none registered'})"]
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list(error.schema.get("properties", {}))
-        extras = [k for k in error.instance if k not in allowed]
-        return [f"{path}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in extras]
-    if error.validator == "not" and "description" in error.schema:  # e.g. an even kernel_size: say the rule
-        return [f"{path}: {error.instance!r}: {error.schema['description']}"]
-    return [f"{path}: {error.message}"]
-
-
 def validate(config: dict, registries=None) -> dict:
-    """Validate a config already in our own form; raise ConfigError listing every problem."""
+    """Validate a config already in our own form; raise ConfigError listing every problem.
+
+    The checks that components and stages carry (`check`, across sections) run once the schema is satisfied,
+    so they may rely on every value's type."""
     if not isinstance(config, dict):
         raise ConfigError(f"a config is a mapping of sections, got {type(config).__name__}")
-    validator = jsonschema.Draft202012Validator(config_schema(registries))
-    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    problems = list(dict.fromkeys(m for e in errors for m in error_messages(e)))
-    problems += consistency_problems(config, registries or default_registries()) + window_problems(config)
+    registries = registries or default_registries()
+    schema = config_schema(registries)
+    problems = schema_problems(config, schema)
+    if not problems:
+        problems = carried_problems(config, schema, registries)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def channels_of(section: dict, section_name: str):
-    """(key path, channel count) that a model or dataset section declares, or None."""
-    shape = section.get("input_shape")
-    if isinstance(shape, list) and shape and isinstance(shape[-1], int) and len(shape) == 3:
-        return f"{section_name}.input_shape", shape[-1]
-    if isinstance(section.get("channels"), int):
-        return f"{section_name}.channels", section["channels"]
-    if section.get("color_mode") in CHANNELS:
-        return f"{section_name}.color_mode", CHANNELS[section["color_mode"]]
-    return None
+def component_specs(instance, schema, defs, path=()):
+    """(kind, spec, path) of every component spec in `instance`, found by following `schema`'s properties, items
+    and `$ref`s to a kind (and into each component's own params schema)."""
+    if "$ref" in schema:
+        kind = schema["$ref"].rsplit("/", 1)[-1]
+        if isinstance(instance, dict) and kind in defs:
+            yield kind, instance, path
+            for branch in defs[kind].get("allOf", []):
+                if branch["if"]["properties"]["type"]["const"] == instance.get("type"):
+                    yield from component_specs(instance, branch["then"], defs, path)
+        return
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in instance and isinstance(sub, dict):
+                yield from component_specs(instance[key], sub, defs, path + (key,))
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(instance):
+            yield from component_specs(item, schema["items"], defs, path + (index,))
 
 
-def default_channels(model: dict, registries):
-    """(description, channels) of a model section that leaves its channels to the model's schema default."""
-    registry = registries["model"]
-    if model.get("type") not in registry:
-        return None
-    default = registry.get(model["type"]).schema.get("properties", {}).get("channels", {}).get("default")
-    return (f"model {model['type']!r} (by default)", default) if isinstance(default, int) else None
+def call_check(check, where, section, config, registries) -> list:
+    """A component's or a stage's own check; one that fails is reported as a problem, not a crash."""
+    try:
+        if takes_registries(check):
+            return list(check(section, config, registries=registries) or [])
+        return list(check(section, config) or [])
+    except Exception as error:  # someone else's check may fail in any way
+        return [f"{where}: its check failed: {type(error).__name__}: {error}"]
 
 
-def consistency_problems(config: dict, registries) -> list:
-    model, dataset = config.get("model"), config.get("dataset")
-    if not (isinstance(model, dict) and isinstance(dataset, dict)):
-        return []
-    model_channels = channels_of(model, "model") or default_channels(model, registries)
-    data_channels = ([channels_of({"color_mode": dataset["color_mode"]}, "dataset")] if "color_mode" in dataset
-                     else []) + [channels_of({"input_shape": dataset.get("input_shape")}, "dataset")]
+def carried_problems(config: dict, schema: dict, registries) -> list:
+    """What the components and stages of this config find with their own `check`s."""
     problems = []
-    for found in data_channels:
-        if model_channels and found and found[1] != model_channels[1]:
-            problems.append(f"{model_channels[0]}: the model takes {model_channels[1]} channel(s) but "
-                            f"{found[0]} gives {found[1]}")
-    return problems
-
-
-def window_problems(config: dict) -> list:
-    """An SSIM loss needs crops at least as large as its window: said now, not at the first training step."""
-    loss, dataset = config.get("loss"), config.get("dataset")
-    if not (isinstance(loss, dict) and loss.get("type") == "ssim" and isinstance(dataset, dict)):
-        return []
-    shape = dataset.get("input_shape")
-    sides = [v for v in (shape or [])[:2] if isinstance(v, int)]
-    window = loss.get("win_size", 11)
-    if isinstance(window, int) and sides and min(sides) < window:
-        return [f"loss.win_size: the ssim window ({window}) is larger than the crops of dataset.input_shape "
-                f"({' x '.join(map(str, shape[:2]))}); use larger crops or a smaller odd window"]
-    return []
+    for kind, spec, path in component_specs(config, schema, schema["$defs"]):
+        component = registries[kind].get(spec["type"])
+        if component.check is not None:
+            where = ".".join(map(str, path)) or kind
+            problems += call_check(component.check, where, spec, config, registries)
+    for name, stage in registries.stages.items():
+        if name in config and stage.check is not None:
+            problems += call_check(resolve(stage.check), name, config[name], config, registries)
+    return list(dict.fromkeys(problems))
 
 
 def apply_overrides(config: dict, overrides) -> dict:
@@ -270,21 +236,3 @@ def load_config(path_or_mapping, overrides=(), registries=None) -> dict:
     config = apply_overrides(config, overrides)
     config = from_seed(config)
     return validate(config, registries)
-
-
-def build(kind: str, spec, registries=None):
-    """Build one component from {"type": name, **params}, after checking params against its schema."""
-    registries = registries or default_registries()
-    if kind not in KINDS:
-        raise BfcnnError(f"{kind!r} is not a component kind{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{kind}: a component spec is a mapping with a 'type' key, got {spec!r}")
-    schema = {"$schema": DRAFT, "$defs": config_schema(registries)["$defs"], **ref(kind)}
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(spec), key=lambda e: list(map(str, e.path)))
-    if errors:
-        raise ConfigError([f"{kind}.{m}" if e.absolute_path else f"{kind}: {m.split(': ', 1)[1]}"
-                           for e in errors for m in error_messages(e)])
-    params = {k: v for k, v in spec.items() if k != "type"}
-    return registries[kind].get(spec["type"]).factory(**params)

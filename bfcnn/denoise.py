@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import BfcnnError, output_folder
 from .images import IMAGE_SUFFIXES, find_images, read_pixels, visible_files, write_back_info, write_pixels
+from .receptive import FALLBACK_MARGIN, receptive_radius, tiling_context  # noqa: F401 (they lived here)
 from .tiling import tiled_apply, tiles
 
 log = logging.getLogger("bfcnn")
@@ -29,52 +29,12 @@ log = logging.getLogger("bfcnn")
 DEFAULT_MODEL = "bf_dncnn_small_cpu"
 DEFAULT_TILE = {"cpu": 512, "cuda": 1024}
 DEFAULT_BLEND = 16
-FALLBACK_MARGIN = 64  # context for models whose receptive field cannot be computed
 BACKENDS = ("torch", "onnx", "tflite")
 MODEL_FILE_SUFFIXES = {"onnx": (".onnx",), "tflite": (".tflite",)}
 GLOB_CHARS = set("*?[")
 
 
 # ----------------------------------------------------------------------------------------------- models
-
-def receptive_radius(module):
-    """Pixels of context one output pixel depends on, for a plain stack of stride-1 convolutions; else None.
-
-    Only models built of Sequential / ModuleList containers, stride-1 convolutions and pointwise layers are
-    measured (a custom sub-module's forward could resample); a model may state its radius itself with an
-    integer `receptive_radius` attribute (e.g. a multiscale net). None: tiles get FALLBACK_MARGIN and blending.
-    """
-    from torch import nn
-
-    stated = getattr(module, "receptive_radius", None)
-    if isinstance(stated, int):
-        return stated
-    pointwise = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU,
-                 nn.SiLU, nn.Dropout)
-    radius = 0
-    for layer in module.modules():
-        if layer is module or isinstance(layer, (nn.Sequential, nn.ModuleList)):
-            continue
-        if isinstance(layer, nn.Conv2d) and type(layer) is nn.Conv2d:
-            if tuple(layer.stride) != (1, 1) or layer.padding_mode != "zeros":
-                return None
-            radius += max(-(-d * (k - 1) // 2) for k, d in zip(layer.kernel_size, layer.dilation))
-        elif isinstance(layer, pointwise) or type(layer).__name__ == "BiasFreeBatchNorm":
-            continue
-        else:
-            return None
-    return radius
-
-
-def tiling_context(module) -> dict:
-    """How to tile `module` exactly: its receptive radius as `margin` (FALLBACK_MARGIN, and `exact` false, where
-    it cannot be computed) and, as `align`, what tile windows start on a multiple of so that they see the whole
-    image's pixel grid (a pyramid's or a pooling's grid, a size multiple the model needs). Exporters write this
-    into their reports, where the torch-free runtime reads it."""
-    radius = receptive_radius(module)
-    align = math.lcm(int(getattr(module, "size_multiple", 1) or 1), int(getattr(module, "grid", 1) or 1))
-    return {"margin": FALLBACK_MARGIN if radius is None else radius, "align": align, "exact": radius is not None}
-
 
 class Denoiser:
     """A trained denoiser for arrays of any size: `denoise(array)` maps H x W x C (or H x W) uint8, uint16 or

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import build, ref
+from .registry import build, default_registries, ref
 from .errors import BfcnnError, output_folder
 from .devices import resolve_device
 from .images import (SAMPLE_PHOTOS, ImageReadError, convert_channels, find_images, read_image, sample_photo,
@@ -28,7 +28,6 @@ from .layers import model_channels
 
 log = logging.getLogger("bfcnn")
 
-DEFAULT_METRICS = [{"type": "psnr"}, {"type": "ssim"}]
 GAUSSIAN = "gaussian"
 NUMBERS = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}
 
@@ -44,13 +43,15 @@ EVALUATE_SCHEMA = {
                                          "default when no directories are given"},
         "validation_images": {"type": "boolean", "description": "the config's dataset's held-out validation "
                                                                  "images as a test set (e.g. sample_images' photo)"},
-        "sigmas": {**NUMBERS, "description": "Gaussian noise levels in 0..255 units (field protocol)"},
+        "sigmas": {**NUMBERS, "default": [15, 25, 50],
+                   "description": "Gaussian noise levels in 0..255 units (field protocol)"},
         "corruptions": {"type": "array", "description": "more corruptions: registered noises, swept over levels",
                         "items": {"type": "object", "additionalProperties": False, "required": ["noise"],
                                   "properties": {"name": {"type": "string"}, "noise": ref("noise"),
                                                  "levels": NUMBERS,
                                                  "level_key": {"type": "string", "default": "sigma"}}}},
-        "metrics": {"type": "array", "items": ref("metric"), "description": "default: psnr and ssim"},
+        "metrics": {"type": "array", "items": ref("metric"), "default": [{"type": "psnr"}, {"type": "ssim"}],
+                    "description": "registered metrics, each a column of the tables"},
         "models": {"type": "array", "description": "more models to compare with the run's own (same plot/table)",
                    "items": {"type": "object", "additionalProperties": False, "required": ["path"],
                              "properties": {"name": {"type": "string"},
@@ -71,6 +72,11 @@ EVALUATE_SCHEMA = {
         "output": {"type": "string", "description": "sub-folder of the run folder (default evaluation)"},
     },
 }
+
+
+# the defaults live once, in the schema: for configs and the command line
+DEFAULT_SIGMAS = EVALUATE_SCHEMA["properties"]["sigmas"]["default"]
+DEFAULT_METRICS = EVALUATE_SCHEMA["properties"]["metrics"]["default"]
 
 
 # ----------------------------------------------------------------------------------------------- protocol
@@ -145,10 +151,11 @@ def test_sets(cfg, color_mode, dataset_spec=None):
 
 
 def corruptions_of(cfg):
-    """Gaussian (field protocol) at `sigmas` (default [25] unless only other corruptions are given), then those."""
+    """Gaussian (field protocol) at `sigmas` (the schema's default unless only other corruptions are given),
+    then those."""
     items = []
     if "sigmas" in cfg or not cfg.get("corruptions"):
-        items.append({"name": GAUSSIAN, "levels": list(cfg.get("sigmas", [25]))})
+        items.append({"name": GAUSSIAN, "levels": list(cfg.get("sigmas", DEFAULT_SIGMAS))})
     for i, item in enumerate(cfg.get("corruptions", [])):
         name = item.get("name") or item["noise"]["type"]
         if any(c["name"] == name for c in items):
@@ -377,13 +384,20 @@ def plot_levels(path, results, metric_names, training_range=None):
 
 # ----------------------------------------------------------------------------------------------- stage
 
-def training_range_of(config, cfg):
+def training_range_of(config, cfg, registries=None):
+    """The sigma range shaded in the plot: `training_range`, else the config's noise's `sigma_range` where that
+    noise gives sigmas in pixel units of a `value_range` (its schema says so), put on the 0..255 scale."""
     if cfg.get("training_range"):
         return list(cfg["training_range"])
     noise = config.get("noise") or {}
-    if noise.get("type") == "additive_gaussian" and noise.get("sigma_range"):
-        return list(noise["sigma_range"])
-    return None
+    registry = (registries or default_registries())["noise"]
+    if not noise.get("sigma_range") or noise.get("type") not in registry:
+        return None
+    value_range = registry.get(noise["type"]).schema.get("properties", {}).get("value_range")
+    if value_range is None:
+        return None
+    scale = 255.0 / float(noise.get("value_range", value_range.get("default", 255)))
+    return [v * scale if scale != 1 else v for v in noise["sigma_range"]]
 
 
 def model_name(source) -> str:
@@ -393,8 +407,9 @@ def model_name(source) -> str:
     return path.stem if path.suffix else str(source)
 
 
-def check_inputs(config: dict):
-    """Before training: the evaluate section's test folders and comparison models exist (not hours later)."""
+def check_inputs(config: dict, output_dir=None):
+    """Before any stage runs: the evaluate section's test folders and comparison models exist (not found missing
+    after hours of training)."""
     from .checkpoint import find_weights
 
     cfg = config.get("evaluate", {}) or {}
@@ -436,9 +451,11 @@ def add_arguments(parser):
     parser.add_argument("--data", nargs="+", default=[], metavar="DIR", help="test-set image folders")
     parser.add_argument("--sample-photos", nargs="*", choices=SAMPLE_PHOTOS, default=None, metavar="NAME",
                         help="scikit-image's photos as a test set (no names: astronaut); the default without --data")
-    parser.add_argument("--sigmas", nargs="+", type=float, default=None, help="Gaussian levels, 0-255 (default 15 25 50)")
+    parser.add_argument("--sigmas", nargs="+", type=float, default=None,
+                        help=f"Gaussian levels, 0-255 (default {' '.join(map(str, DEFAULT_SIGMAS))})")
     parser.add_argument("--names", nargs="+", default=None, help="labels of the models, in order")
-    parser.add_argument("--metrics", nargs="+", default=None, help="registered metric names (default psnr ssim)")
+    parser.add_argument("--metrics", nargs="+", default=None, help="registered metric names "
+                        f"(default {' '.join(m['type'] for m in DEFAULT_METRICS)})")
     parser.add_argument("--config", help="take the evaluate section of this config; the flags above override it")
     parser.add_argument("--color-mode", choices=("rgb", "grayscale"), default=None)
     parser.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
@@ -457,7 +474,7 @@ def command(args) -> int:
     config = load_config(args.config) if args.config else {}
     cfg = dict(config.get("evaluate", {}))
     if args.sigmas or "sigmas" not in cfg:
-        cfg["sigmas"] = [int(s) if float(s).is_integer() else s for s in args.sigmas or [15, 25, 50]]
+        cfg["sigmas"] = [int(s) if float(s).is_integer() else s for s in args.sigmas or DEFAULT_SIGMAS]
     if args.metrics:
         cfg["metrics"] = [{"type": m} for m in args.metrics]
     if args.data:

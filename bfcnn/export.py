@@ -13,9 +13,16 @@ from pathlib import Path
 
 import torch
 
-from .config import build
+from .registry import build
 from .errors import output_folder
 from .layers import model_channels
+
+
+def prepare(config: dict, output_dir=None):
+    """Before any stage runs: every exporter builds (a bad spec or an extra that is not installed fails now)."""
+    specs = config.get("export", [])
+    for spec in [specs] if isinstance(specs, dict) else specs:
+        build("exporter", spec)
 
 
 def export(config: dict, output_dir, model=None, export_dir=None) -> dict:
@@ -44,7 +51,7 @@ def export(config: dict, output_dir, model=None, export_dir=None) -> dict:
 def main(argv=None):
     import argparse
 
-    from .cli import guarded
+    from .exits import guarded
 
     parser = argparse.ArgumentParser(prog="python -m bfcnn.export", description="Export a trained model (the seed's command).")
     parser.add_argument("--checkpoint-directory", required=True, help="the training run folder (or a weights file)")

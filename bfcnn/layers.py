@@ -47,6 +47,8 @@ class BiasFreeBatchNorm(nn.Module):
     eval uses `running_var`, a fixed per-channel scale. Plain tensor ops only: torch.compile fuses it.
     """
 
+    pointwise = True  # each pixel on its own: it widens no receptive field (bfcnn.receptive)
+
     STATISTICS = ("std", "rms")
 
     def __init__(self, channels, momentum=0.1, eps=1e-5, slots=1, statistic="std"):
@@ -307,3 +309,12 @@ def model_channels(model: nn.Module) -> int:
     from .errors import BfcnnError
 
     raise BfcnnError("cannot tell the model's input channels: it has no Conv2d and no `channels` attribute")
+
+
+def model_facts(name, registries=None, size=64) -> dict:
+    """bias_free, parameter count and FLOPs per pixel of a registered model built with default params."""
+    from .registry import build
+
+    model = build("model", {"type": name}, registries)
+    return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),
+            "flops_per_pixel": flops_per_pixel(model, model_channels(model), size)}

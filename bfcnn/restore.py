@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import BfcnnError
+from .measurement import Measurement, MeasurementFactory  # noqa: F401 (the interface, as it was here)
 
 log = logging.getLogger("bfcnn")
 
@@ -47,64 +48,6 @@ ALGORITHM_SCHEMA = {
     "average": {"type": "integer", "minimum": 1,
                 "description": "mean of this many draws (nearer the posterior mean, higher PSNR; that many times the work)"},
 }
-
-
-class Measurement:
-    """A linear measurement M of images of shape (C, H, W), with orthonormal rows (M M^T = I).
-
-    Subclasses define `measure(x)` (N x C x H x W -> N x ..., the measurements) and `adjoint(y)` (back to
-    N x C x H x W). Optional: `degrade(x)`, the measured image as a person would see it (a blurred photo, a
-    small image; default M^T M x), and `from_degraded(image)`, its inverse back to measurements (default M).
-    A registered measurement's factory returns a callable `(shape, seed=0, device="cpu") -> Measurement`
-    (`MeasurementFactory` makes one from a subclass); that callable may have `image_shape(degraded_shape)`, the
-    shape of the image behind a degraded one (e.g. a factor bigger for super-resolution).
-    """
-
-    def __init__(self, shape, seed=0, device="cpu"):
-        if len(shape) != 3 or min(shape) < 1:
-            raise BfcnnError(f"a measurement is built for an image shape (C, H, W), got {tuple(shape)}")
-        self.shape = tuple(int(s) for s in shape)
-        self.seed = int(seed)
-        self.device = torch.device(device)
-
-    def measure(self, x):
-        raise NotImplementedError
-
-    def adjoint(self, y):
-        raise NotImplementedError
-
-    def project(self, x):
-        """M^T M x: the orthogonal projection of x on the measured subspace."""
-        return self.adjoint(self.measure(x))
-
-    def degrade(self, x):
-        return self.project(x)
-
-    def from_degraded(self, image):
-        return self.measure(image)
-
-    def check(self, x):
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
-            raise BfcnnError(f"{type(self).__name__} was built for images of shape {self.shape} (C, H, W), got "
-                             f"{tuple(x.shape[1:]) if x.dim() == 4 else tuple(x.shape)}")
-        return x
-
-
-class MeasurementFactory:
-    """`MeasurementFactory(cls, **params)(shape, seed, device)` -> cls(shape, seed=seed, device=device, **params)."""
-
-    def __init__(self, cls, **params):
-        self.cls, self.params = cls, params
-
-    def __call__(self, shape, seed=0, device="cpu"):
-        return self.cls(shape, seed=seed, device=device, **self.params)
-
-    def image_shape(self, degraded_shape):
-        fn = getattr(self.cls, "image_shape_for", None)
-        return tuple(fn(tuple(degraded_shape), **self.params)) if fn else tuple(degraded_shape)
-
-    def __repr__(self):
-        return f"{self.cls.__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
 
 class Replicated(Measurement):
@@ -507,8 +450,8 @@ def task_label(spec) -> str:
     return f"{spec['type']}({params})" if params else spec["type"]
 
 
-def check_stage_inputs(config):
-    """Before training: the restore section's folders exist and its tasks build (not hours later)."""
+def check_stage_inputs(config, output_dir=None):
+    """Before any stage runs: the restore section's folders exist and its tasks build (not hours later)."""
     from .config import build
 
     cfg = config.get("restore") or {}

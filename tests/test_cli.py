@@ -155,7 +155,7 @@ def test_schema_prints_the_json_schema(capsys):
     assert cli.main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["$defs"]) == {"noise", "model", "loss", "optimizer", "schedule", "dataset", "metric", "exporter",
-                                    "measurement"}
+                                    "pretrained", "measurement"}
 
 
 def test_list_and_plugins(capsys):

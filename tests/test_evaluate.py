@@ -204,3 +204,17 @@ def test_on_a_real_test_set(tmp_path):
     row = report["results"][0]
     assert row["test_set"] == "CBSD68" and row["images"] == 1
     assert 20.1 < row["noisy_psnr"] < 20.8  # 20 log10(255 / 25) = 20.17 dB before clamping
+
+
+def test_training_range_comes_from_a_noise_in_pixel_units_whatever_its_name():
+    from bfcnn.evaluate import training_range_of
+
+    def noise(spec):
+        return {"noise": spec}
+
+    assert training_range_of(noise({"type": "additive_gaussian", "sigma_range": [0, 55]}), {}) == [0, 55]
+    assert training_range_of(noise({"type": "additive_gaussian", "sigma_range": [0, 0.2], "value_range": 1.0}),
+                             {}) == pytest.approx([0, 51])
+    assert training_range_of(noise({"type": "multiplicative_gaussian", "sigma_range": [0, 0.2]}), {}) is None
+    assert training_range_of(noise({"type": "additive_gaussian", "sigma_range": [0, 55]}),
+                             {"training_range": [5, 9]}) == [5, 9]

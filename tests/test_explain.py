@@ -257,7 +257,7 @@ def test_pixels_are_picked_on_edges_texture_and_flat_areas():
 
 def test_explain_report_through_a_plugin_model(tmp_path, monkeypatch):
     registries = load_registries(extra_plugins=[BlurPlugin()], autoload=False)
-    monkeypatch.setattr("bfcnn.config.default_registries", lambda: registries)
+    monkeypatch.setattr("bfcnn.registry.loading.default_registries", lambda: registries)
     assert "test_blur" in registries["model"].names()
     weights = tmp_path / "blur.safetensors"
     save_model(weights, bfcnn.build("model", {"type": "test_blur", "channels": 3}), {"type": "test_blur",
@@ -511,3 +511,19 @@ def test_explain_leaves_the_callers_model_as_it_was(tmp_path):
     ex.explain(denoiser, image(3, 12, 12), sigma=25, pixels=[(6, 6)], sigmas=[25], probes=2, exact=False,
                dtype=torch.float64)
     assert all(p.dtype == torch.float32 for p in denoiser.module.parameters())
+
+
+def test_explain_uses_the_shipped_default_model_like_denoise(tmp_path):
+    from bfcnn.denoise import DEFAULT_MODEL
+
+    picture = tmp_path / "picture.png"
+    write_image(picture, image(3, 12, 12).permute(0, 2, 3, 1)[0].numpy())
+    reports = []
+    for model in ([], ["--model", DEFAULT_MODEL]):
+        out = tmp_path / f"out{len(reports)}"
+        code = main(["explain", str(picture), "--sigma", "10", "--pixels", "5,5", "--sigmas", "10", "--probes", "2",
+                     "-o", str(out), *model])
+        assert code == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    assert reports[0]["model"]["bias_free"] is True
+    assert reports[0]["model"] == reports[1]["model"] and reports[0]["filters"] == reports[1]["filters"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bfcnn
-from bfcnn.errors import DuplicateComponentError, UnknownComponentError
+from bfcnn.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 from bfcnn.registry import KINDS, Registry, hookimpl, load_registries
 from bfcnn.registry import plugins as plugin_module
 
@@ -186,3 +186,50 @@ def test_a_plugin_can_register_every_kind():
     from bfcnn.config import config_schema
 
     assert "fake_l1" in config_schema(registries)["$defs"]["loss"]["properties"]["type"]["enum"]
+
+
+class ScaleNoisePlugin:
+    """A noise only this in-process plugin knows (not in the process-wide registries)."""
+
+    @hookimpl
+    def register_noises(self, register):
+        register("fake_scale", lambda factor=2.0: (lambda x, generator=None: x * factor),
+                 {"type": "object", "additionalProperties": False, "properties": {"factor": {"type": "number"}}})
+
+
+@pytest.mark.parametrize("composite", [
+    {"type": "choice", "choices": [{"type": "fake_scale", "factor": 3.0}]},
+    {"type": "sequence", "steps": [{"type": "fake_scale", "factor": 3.0}, {"type": "fake_scale"}]},
+])
+def test_composites_build_their_children_from_the_registries_they_come_from(composite):
+    registries = load_registries(extra_plugins=[ScaleNoisePlugin()], autoload=False)
+    assert "fake_scale" not in bfcnn.names("noise")
+    noise = bfcnn.build("noise", composite, registries)
+    x = torch.ones(2, 1, 4, 4)
+    factor = 3.0 if composite["type"] == "choice" else 6.0
+    assert torch.equal(noise(x, torch.Generator().manual_seed(0)), x * factor)
+    with pytest.raises(ConfigError, match="fake_scale"):  # the process-wide registries do not know it
+        bfcnn.build("noise", composite)
+
+
+def test_build_checks_one_spec_against_its_component_schema_alone():
+    """build() validates against the component's own schema, with the spec's path in every message."""
+    with pytest.raises(ConfigError) as error:
+        bfcnn.build("noise", {"type": "choice", "choices": [{"type": "additive_gaussian", "sigma": -1}, 3]})
+    problems = error.value.problems
+    assert any(p.startswith("noise.choices.0.sigma:") for p in problems), problems
+    assert any(p.startswith("noise.choices.1:") for p in problems), problems
+    with pytest.raises(ConfigError, match=r"noise.type: 'gausian' is not a known noise; did you mean 'additive_gau"):
+        bfcnn.build("noise", {"type": "gausian"})
+    with pytest.raises(ConfigError, match="model.filters: 1e.308 is not of type 'integer'"):
+        bfcnn.build("model", {"type": "dncnn", "filters": 1e308})
+
+
+def test_build_does_not_import_the_stages():
+    import subprocess
+    import sys
+
+    code = ("import sys, bfcnn; bfcnn.build('noise', {'type': 'additive_gaussian'}); "
+            "print(sorted(m for m in sys.modules if m in ('bfcnn.train', 'bfcnn.evaluate')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

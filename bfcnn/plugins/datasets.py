@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError, ConfigError, RunError
 from bfcnn.images import COLOR_CHANNELS, COLOR_SAMPLE_PHOTOS, find_images, read_pixels, sample_photo, to_float
 
@@ -511,13 +511,15 @@ def sample_images(color_mode=None, batch_size=8, input_shape=(64, 64, 3), valida
                        worker_start=worker_start)
 
 
-SHAPE = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": ["integer", "string"]}}
+MAX_SIDE = 1 << 16  # pixels: a larger crop or image size is a typo, said by the config check
+SHAPE = {"type": "array", "minItems": 2, "maxItems": 3,
+         "items": {"anyOf": [{"type": "integer", "maximum": MAX_SIDE}, {"type": "string"}]}}
 AUGMENTATION = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}},
                 "description": "an albumentations transform: {type: ClassName, ...its own parameters}"}
 COMMON = {
     "color_mode": {"enum": ["rgb", "grayscale", "gray", "rgba"],
                    "description": "channels of the crops (default: from input_shape, else rgb)"},
-    "batch_size": {"type": "integer", "minimum": 1},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1 << 16},
     "input_shape": {**SHAPE, "description": "random crop size (height, width[, channels])"},
     "random_rotate": {"type": "number", "minimum": 0, "description": "largest rotation, radians (reflect borders)"},
     "random_up_down": {"type": "boolean", "description": "flip upside down with probability 0.5"},
@@ -531,6 +533,38 @@ COMMON = {
     "worker_start": {"enum": ["forkserver", "spawn", "fork"], "default": "forkserver",
                      "description": "how workers start (forkserver and spawn import the main script: guard it)"},
 }
+
+
+def declared_channels(section: dict, section_name: str):
+    """(key path, channel count) that a model or dataset section declares, or None."""
+    shape = section.get("input_shape")
+    if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[-1], int) and not isinstance(shape[-1], bool):
+        return f"{section_name}.input_shape", shape[-1]
+    if isinstance(section.get("channels"), int) and not isinstance(section["channels"], bool):
+        return f"{section_name}.channels", section["channels"]
+    if isinstance(section.get("color_mode"), str) and section["color_mode"] in CHANNELS:
+        return f"{section_name}.color_mode", CHANNELS[section["color_mode"]]
+    return None
+
+
+def model_channels_of(model, registries):
+    """(where, channels) of the config's model section: what it declares, else its schema's default."""
+    if not isinstance(model, dict):
+        return None
+    found = declared_channels(model, "model")
+    if found or model.get("type") not in registries["model"]:
+        return found
+    default = registries["model"].get(model["type"]).schema.get("properties", {}).get("channels", {}).get("default")
+    return (f"model {model['type']!r} (by default)", default) if isinstance(default, int) else None
+
+
+def check_channels(spec, config, registries):
+    """The crops' channels (color_mode, input_shape) are the ones the config's model takes."""
+    model = model_channels_of(config.get("model"), registries)
+    found = [declared_channels({"color_mode": spec["color_mode"]}, "dataset")] if "color_mode" in spec else []
+    found.append(declared_channels({"input_shape": spec.get("input_shape")}, "dataset"))
+    return [f"{model[0]}: the model takes {model[1]} channel(s) but {where} gives {channels}"
+            for where, channels in filter(None, found) if model and channels != model[1]]
 
 
 @hookimpl
@@ -549,15 +583,16 @@ def register_datasets(register):
             "validation_directory": {"type": "string", "description": "a separate folder of validation images"},
             "min_value": {"type": "number", "description": "the seed's pixel scale; crops are always in [0, 1]"},
             "max_value": {"type": "number", "description": "the seed's pixel scale; crops are always in [0, 1]"},
-            "dataset_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2,
+            "dataset_shape": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
+                              "minItems": 2,
                               "maxItems": 2, "description": "resize every image to (height, width) when loading"},
             "small_images": {"enum": ["pad", "upscale"], "default": "pad",
                              "description": "images smaller than the crop: reflect-pad, or scale up"},
             "prefetch_factor": {"type": "integer", "minimum": 1, "description": "batches queued per worker"},
             "pin_memory": {"type": "boolean", "description": "page-locked batches (with workers and CUDA)"},
         },
-    }, "images from folders (PNG, JPEG, TIFF, BMP, WebP), random augmented crops")
+    }, "images from folders (PNG, JPEG, TIFF, BMP, WebP), random augmented crops", check=check_channels)
     register("sample_images", sample_images, {
         "type": "object", "additionalProperties": False,
         "properties": {**COMMON, "validation_images": {"type": "integer", "minimum": 0}},
-    }, "real photos shipped by scikit-image: the embedded default, no download")
+    }, "real photos shipped by scikit-image: the embedded default, no download", check=check_channels)

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bfcnn import hookimpl
-from bfcnn.denoise import tiling_context
+from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
 from bfcnn.layers import model_channels
+from bfcnn.receptive import tiling_context
 
 log = logging.getLogger("bfcnn")
 

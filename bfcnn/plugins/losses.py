@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 
 class Loss:
@@ -42,10 +42,27 @@ class HingedMAE(Loss):
         return self.mae_multiplier * torch.mean(torch.clamp(error - self.hinge, min=0))
 
 
+WIN_SIZE = {"type": "integer", "minimum": 3, "maximum": 255, "not": {"multipleOf": 2}, "default": 11,
+            "description": "must be odd: the Gaussian window's size (crops must be at least this big)"}
+
+
+def check_window(spec, config):
+    """An SSIM loss needs crops at least as large as its window: said when the config is checked, not at the
+    first training step."""
+    dataset = config.get("dataset")
+    shape = dataset.get("input_shape") if isinstance(dataset, dict) else None
+    sides = [v for v in (shape or [])[:2] if isinstance(v, int)]
+    window = spec.get("win_size", WIN_SIZE["default"])
+    if sides and min(sides) < window:
+        return [f"loss.win_size: the ssim window ({window}) is larger than the crops of dataset.input_shape "
+                f"({' x '.join(map(str, shape[:2]))}); use larger crops or a smaller odd window"]
+    return []
+
+
 class SSIMLoss(Loss):
     """1 - SSIM through pytorch-msssim (maintained, differentiable; 11x11 Gaussian window by default)."""
 
-    def __init__(self, win_size=11, regularization=0.0):
+    def __init__(self, win_size=WIN_SIZE["default"], regularization=0.0):
         from pytorch_msssim import ssim
 
         super().__init__(regularization)
@@ -77,7 +94,4 @@ def register_losses(register):
         mae_multiplier={"type": "number", "minimum": 0, "default": 1},
         value_range={"type": "number", "exclusiveMinimum": 0, "default": 255},
     ), "the seed's hinged MAE (hinge in pixel units) with a regularization weight")
-    register("ssim", SSIMLoss, params(
-        win_size={"type": "integer", "minimum": 3, "not": {"multipleOf": 2}, "default": 11,
-                  "description": "must be odd: the Gaussian window's size (crops must be at least this big)"},
-    ), "1 - SSIM (pytorch-msssim)")
+    register("ssim", SSIMLoss, params(win_size=WIN_SIZE), "1 - SSIM (pytorch-msssim)", check=check_window)

@@ -13,9 +13,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError
-from bfcnn.restore import Measurement, MeasurementFactory
+from bfcnn.measurement import Measurement, MeasurementFactory
 
 
 def check_fraction(name, fraction):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 
 def psnr(data_range=1.0, clamp=True):

@@ -9,11 +9,14 @@ reports `bias_free = False`.
 
 from __future__ import annotations
 
+import functools
+import json
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 from bfcnn.errors import ConfigError
 from bfcnn.layers import (
     ACTIVATIONS,
@@ -24,18 +27,15 @@ from bfcnn.layers import (
     activation,
     batch_norm,
     conv,
-    flops_per_pixel,
     init_conv_weights,
     kernel_penalty,
     laplacian_pyramid,
-    model_channels,
-    parameter_count,
+    model_facts,
     per_level_statistics,
     upsample,
 )
 
 __all__ = ["BiasFreeBatchNorm", "DRUNet", "DnCNN", "ShuffleDnCNN", "Denoiser", "ResNetCore", "UNetCore", "build_denoiser", "model_facts"]
-
 
 def check_kernel_size(kernel_size):
     """The schema's rule (KERNEL_SIZE) for code that builds a model without bfcnn.build."""
@@ -431,7 +431,11 @@ def factory(kind):
     return make
 
 
-KERNEL_SIZE = {"type": "integer", "minimum": 1, "not": {"multipleOf": 2}, "default": 3,
+# upper bounds: a size beyond them is a typo (or a machine that does not exist), said by the config check
+# instead of a failed allocation of terabytes
+MAX_CHANNELS, MAX_FILTERS, MAX_LAYERS, MAX_LEVELS = 256, 4096, 1000, 16
+CHANNELS = {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": 3, "description": "image channels"}
+KERNEL_SIZE = {"type": "integer", "minimum": 1, "maximum": 63, "not": {"multipleOf": 2}, "default": 3,
                "description": "must be odd (a 'same' convolution keeps the image's size)"}
 BATCHNORM = {"enum": [True, False, "std", "rms"], "default": True,
              "description": "bias-free batch norm: true or std divides by the batch's standard deviation (the "
@@ -441,15 +445,15 @@ BATCHNORM = {"enum": [True, False, "std", "rms"], "default": True,
 def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> dict:
     boolean = {"type": "boolean"}
     properties = {
-        "channels": {"type": "integer", "minimum": 1, "default": 3, "description": "image channels"},
+        "channels": CHANNELS,
         "input_shape": {"type": "array", "minItems": 3, "maxItems": 3,
-                        "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"},
+                        "items": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1 << 20}, {"type": "null"},
                                             {"type": "string", "enum": ["?", "", "-1"]}]},
                         "description": "the original's [H, W, C] ('?' for any size): C gives the channels"},
-        "levels": {"type": "integer", "minimum": 1, "default": 1,
+        "levels": {"type": "integer", "minimum": 1, "maximum": MAX_LEVELS, "default": 1,
                    "description": "> 1: run coarse to fine in a Laplacian pyramid of this many levels"},
-        "filters": {"type": "integer", "minimum": 1, "default": defaults["filters"]},
-        "no_layers": {"type": "integer", "minimum": 1, "default": defaults["no_layers"],
+        "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": defaults["filters"]},
+        "no_layers": {"type": "integer", "minimum": 1, "maximum": MAX_LAYERS, "default": defaults["no_layers"],
                       "description": defaults["no_layers_means"]},
         "kernel_size": KERNEL_SIZE,
         "batchnorm": BATCHNORM,
@@ -459,7 +463,7 @@ def denoiser_schema(defaults: dict, extra: dict | None = None, examples=()) -> d
         "shared_weights": {**boolean, "default": False, "description": "one network for every pyramid level"},
         "activation": {"enum": list(ACTIVATIONS), "default": "relu",
                        "description": f"homogeneous: {', '.join(HOMOGENEOUS_ACTIVATIONS)}"},
-        "local_normalization": {"type": "integer", "default": -1,
+        "local_normalization": {"type": "integer", "minimum": -(1 << 20), "maximum": 1 << 20, "default": -1,
                                 "description": "k > 0: normalize by the k x k local mean and std, 0: by the "
                                                "image's, < 0: none (normalizing makes the model not bias-free)"},
         "output_multiplier": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
@@ -484,65 +488,86 @@ SMALL = [{"filters": 8, "no_layers": 2, "levels": 2}]  # schema examples: small 
 UNET_DEFAULTS = {"filters": 32, "no_layers": 2, "no_layers_means": "conv-BN-act layers per UNet stage"}
 
 
+MAX_PARAMETERS = 10**9  # weights of 4 GB in float32, 16 GB with Adam's moments: beyond, a config is a typo
+
+
+def size_check(factory):
+    """A model's check: built on torch's meta device (shapes only, nothing allocated), it has at most
+    MAX_PARAMETERS weights, so that sizes each within their maximum do not add up to terabytes."""
+    @functools.lru_cache(maxsize=256)
+    def parameters(params_json):
+        with torch.device("meta"):
+            return sum(p.numel() for p in factory(**json.loads(params_json)).parameters())
+
+    def check(spec, config):
+        params = {k: v for k, v in spec.items() if k != "type"}
+        try:
+            count = parameters(json.dumps(params, sort_keys=True))
+        except Exception:  # a model that cannot be built on the meta device: its own build will say why
+            return []
+        if count > MAX_PARAMETERS:
+            return [f"model: {count:,} parameters, more than the {MAX_PARAMETERS:,} a config may ask for "
+                    "(lower filters, depth, no_layers, levels or downsamplings)"]
+        return []
+    return check
+
+
+def dncnn_properties(depth, filters) -> dict:
+    """The params of a plain conv stack (dncnn, dncnn_shuffle), with its default depth and filters."""
+    return {
+        "channels": CHANNELS,
+        "depth": {"type": "integer", "minimum": 2, "maximum": MAX_LAYERS, "default": depth},
+        "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": filters},
+        "kernel_size": KERNEL_SIZE,
+        "batchnorm": BATCHNORM,
+        "bias_free": {"type": "boolean", "default": True},
+    }
+
+
 @hookimpl
 def register_models(register):
     register("dncnn", DnCNN, {
         "type": "object", "additionalProperties": False,
-        "properties": {
-            "channels": {"type": "integer", "minimum": 1, "default": 3},
-            "depth": {"type": "integer", "minimum": 2, "default": 20},
-            "filters": {"type": "integer", "minimum": 1, "default": 64},
-            "kernel_size": KERNEL_SIZE,
-            "batchnorm": BATCHNORM,
-            "bias_free": {"type": "boolean", "default": True},
-        },
+        "properties": dncnn_properties(depth=20, filters=64),
         "examples": [{"channels": 3, "depth": 6, "filters": 16}],
-    }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)")
+    }, "BF-DnCNN of the paper (20 layers, 64 channels, 3x3 by default)", check=size_check(DnCNN))
     register("dncnn_shuffle", ShuffleDnCNN, {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "channels": {"type": "integer", "minimum": 1, "default": 3},
-            "depth": {"type": "integer", "minimum": 2, "default": 12},
-            "filters": {"type": "integer", "minimum": 1, "default": 96},
-            "kernel_size": KERNEL_SIZE,
-            "batchnorm": BATCHNORM,
-            "bias_free": {"type": "boolean", "default": True},
+            **dncnn_properties(depth=12, filters=96),
             "factor": {"type": "integer", "minimum": 1, "maximum": 8, "default": 2,
                        "description": "pixel-unshuffle factor: the body runs at 1/factor resolution"},
         },
         "examples": [{"channels": 3, "depth": 4, "filters": 16}],
-    }, "BF-DnCNN at half resolution (pixel-unshuffle in, pixel-shuffle out, as FFDNet)")
+    }, "BF-DnCNN at half resolution (pixel-unshuffle in, pixel-shuffle out, as FFDNet)",
+        check=size_check(ShuffleDnCNN))
     register("drunet", DRUNet, {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "channels": {"type": "integer", "minimum": 1, "default": 3},
-            "filters": {"type": "integer", "minimum": 1, "default": 32,
+            "channels": CHANNELS,
+            "filters": {"type": "integer", "minimum": 1, "maximum": MAX_FILTERS, "default": 32,
                         "description": "filters at full resolution, doubled at each scale"},
-            "blocks": {"type": "integer", "minimum": 1, "default": 2, "description": "residual blocks per scale"},
+            "blocks": {"type": "integer", "minimum": 1, "maximum": MAX_LAYERS, "default": 2,
+                       "description": "residual blocks per scale"},
             "scales": {"type": "integer", "minimum": 1, "maximum": 6, "default": 4},
             "bias_free": {"type": "boolean", "default": True},
         },
         "examples": [{"channels": 3, "filters": 8, "blocks": 1, "scales": 3}],
-    }, "small bias-free DRUNet: a UNet of residual blocks, stride-2 convs down, transposed convs up")
+    }, "small bias-free DRUNet: a UNet of residual blocks, stride-2 convs down, transposed convs up",
+        check=size_check(DRUNet))
     register("resnet", factory("resnet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
-             "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid")
+             "bias-free residual denoiser; levels > 1: coarse to fine in a Laplacian pyramid",
+             check=size_check(factory("resnet")))
     register("sparse_resnet", factory("sparse_resnet"), denoiser_schema(RESNET_DEFAULTS, {
         "threshold": {"type": "number", "minimum": 0, "default": 0.5,
                       "description": "initial soft threshold, relative to each pixel's mean |feature|"}}, SMALL),
-             "resnet with a scale-free soft threshold on its features (stays homogeneous)")
+             "resnet with a scale-free soft threshold on its features (stays homogeneous)",
+             check=size_check(factory("sparse_resnet")))
     register("gatenet", factory("gatenet"), denoiser_schema(RESNET_DEFAULTS, examples=SMALL),
-             "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)")
+             "resnet with per-pixel gates on its blocks computed from feature directions (stays homogeneous)",
+             check=size_check(factory("gatenet")))
     register("unet", factory("unet"), denoiser_schema(UNET_DEFAULTS, {
-        "downsamplings": {"type": "integer", "minimum": 0, "default": 3,
+        "downsamplings": {"type": "integer", "minimum": 0, "maximum": MAX_LEVELS, "default": 3,
                           "description": "max-pool steps inside the UNet (filters double at each)"}},
         [{"filters": 8, "no_layers": 1, "downsamplings": 2, "levels": 2}]),
-             "BF-UNet of the paper: bias-free encoder-decoder with skip connections")
-
-
-def model_facts(name, registries=None, size=64) -> dict:
-    """bias_free, parameter count and FLOPs per pixel of a registered model built with default params."""
-    from bfcnn.config import build
-
-    model = build("model", {"type": name}, registries)
-    return {"bias_free": bool(getattr(model, "bias_free", False)), "parameters": parameter_count(model),
-            "flops_per_pixel": flops_per_pixel(model, model_channels(model), size)}
+             "BF-UNet of the paper: bias-free encoder-decoder with skip connections", check=size_check(factory("unet")))

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bfcnn import build, hookimpl
+from bfcnn.registry import build, hookimpl
 from bfcnn.errors import ConfigError
 
 NUMBER_OR_LIST = {"oneOf": [{"type": "number", "minimum": 0},
@@ -165,10 +165,11 @@ class Subsample:
 
 
 class Choice:
-    """A random pick of one noise per image (uniform, or by `probabilities`)."""
+    """A random pick of one noise per image (uniform, or by `probabilities`); its noises come from the
+    registries it was built from."""
 
-    def __init__(self, choices, probabilities=None):
-        self.noises = [build("noise", spec) for spec in choices]
+    def __init__(self, choices, probabilities=None, registries=None):
+        self.noises = [build("noise", spec, registries) for spec in choices]
         if probabilities is not None and len(probabilities) != len(self.noises):
             raise ConfigError(f"noise.probabilities: {len(probabilities)} values for {len(self.noises)} choices")
         if probabilities is not None and not math.fsum(probabilities) > 0:
@@ -184,8 +185,8 @@ class Choice:
 class Sequence:
     """Several noises applied in order."""
 
-    def __init__(self, steps):
-        self.noises = [build("noise", spec) for spec in steps]
+    def __init__(self, steps, registries=None):
+        self.noises = [build("noise", spec, registries) for spec in steps]
 
     def __call__(self, x, generator=None):
         for noise in self.noises:

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 
 def optimizer(cls, learning_rate=1e-3, **kwargs):

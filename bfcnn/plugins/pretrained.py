@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 FOLDER = Path(__file__).resolve().parent.parent / "pretrained"
 NO_PARAMS = {"type": "object", "additionalProperties": False, "properties": {}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bfcnn import hookimpl
+from bfcnn.registry import hookimpl
 
 
 def constant():

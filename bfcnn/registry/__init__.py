@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-
 from .hookspecs import hookimpl
-from .plugins import AUTOLOAD_OFF, ENTRY_POINT_GROUP, Registries, collect, make_plugin_manager
+from .plugins import (AUTOLOAD_OFF, BUILTIN_PLUGINS, ENTRY_POINT_GROUP, LIGHT_BUILTIN_PLUGINS, Registries, collect,
+                      make_plugin_manager)
+from .loading import command_registries, default_registries, load_registries
 from .registry import HOOKS, KINDS, Component, Registry, did_you_mean
-
-log = logging.getLogger("bfcnn")
+from .schema import build, ref
+from .stages import Command, Stage, resolve
 
 __all__ = [
-    "AUTOLOAD_OFF", "ENTRY_POINT_GROUP", "HOOKS", "KINDS", "Component", "Registries", "Registry",
-    "collect", "default_registries", "did_you_mean", "hookimpl", "load_registries", "make_plugin_manager",
+    "AUTOLOAD_OFF", "BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "HOOKS", "KINDS", "LIGHT_BUILTIN_PLUGINS", "Command",
+    "Component", "Registries", "Registry", "Stage", "build", "collect", "command_registries", "default_registries",
+    "did_you_mean", "hookimpl", "load_registries", "make_plugin_manager", "ref", "resolve",
 ]
-
-
-def load_registries(extra_plugins=(), autoload=None) -> Registries:
-    pm, failures = make_plugin_manager(extra_plugins, autoload)
-    registries = collect(pm, failures)
-    for plugin, error in registries.failures.items():
-        log.warning("plugin %r failed to load and is skipped: %s", plugin, error)
-    return registries
-
-
-@functools.lru_cache(maxsize=1)
-def default_registries() -> Registries:
-    """The registries of this process: built-ins plus installed plugins, loaded once."""
-    return load_registries()

@@ -1,7 +1,11 @@
-"""The plugin contract: one hook per component kind, each given a `register` callable.
+"""The plugin contract: one hook per component kind, each given a `register` callable, plus one for pipeline
+stages and one for `bfcnn` sub-commands.
 
-`register(name, factory, schema=None, summary="")`: `factory(**params)` builds the component from its
-config mapping minus the `type` key; `schema` is the JSON Schema (an object schema) of those params.
+`register(name, factory, schema=None, summary="", check=None)`: `factory(**params)` builds the component from its
+config mapping minus the `type` key (a factory with a `registries` keyword also gets the registries it is built
+from, to build the components it holds); `schema` is the JSON Schema (an object schema) of those params;
+`check(spec, config) -> problems` finds what the schema cannot (e.g. a window larger than the dataset's crops),
+each problem "dotted.path: what is wrong"; it runs once the whole config satisfies the schema.
 """
 
 import pluggy
@@ -61,3 +65,19 @@ def register_exporters(register):
 def register_measurements(register):
     """Register linear measurements: `factory(**params)(shape, seed=0, device="cpu") -> Measurement` (see
     bfcnn.restore.Measurement: `measure(x)`, `adjoint(y)` on N x C x H x W tensors, with M M^T = I)."""
+
+
+@hookspec
+def register_stages(register):
+    """Register pipeline stages: `register(name, run, schema=None, summary="", prepare=None, check=None,
+    every_rank=False)`. `name` is the config section the stage runs for and `schema` that section's JSON Schema;
+    `run(config, output_dir) -> dict`; `prepare(config, output_dir)` checks inputs before any stage runs;
+    `check(section, config) -> problems` as for components. Functions and the schema may be "module:attribute"
+    strings, imported when needed (so `bfcnn --help` imports nothing heavy)."""
+
+
+@hookspec
+def register_commands(register):
+    """Register `bfcnn` sub-commands: `register(name, add_arguments, command, help="")`, or `register(name,
+    module="package.module")` for a module with `add_arguments(parser)` and `command(args)` whose docstring's
+    first line is the help. Functions may be "module:function" strings, imported only when the command runs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -11,33 +12,39 @@ import pluggy
 
 from . import hookspecs
 from .registry import HOOKS, Registry
+from .stages import ADDERS
 
 ENTRY_POINT_GROUP = "bfcnn"
 AUTOLOAD_OFF = "BFCNN_DISABLE_PLUGIN_AUTOLOAD"
+# the built-in stages and commands import nothing heavy: `bfcnn --help` loads only them (and installed plugins)
+LIGHT_BUILTIN_PLUGINS = ("bfcnn.plugins.stages", "bfcnn.plugins.commands")
 BUILTIN_PLUGINS = tuple(
     f"bfcnn.plugins.{name}"
     for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters",
-                  "pretrained", "measurements")
-)
+                 "pretrained", "measurements")
+) + LIGHT_BUILTIN_PLUGINS
 
 
 @dataclass
 class Registries:
-    """Everything the plugins registered, one Registry per kind, and the plugins that failed to load."""
+    """Everything the plugins registered: one Registry per kind, the stages and the commands (name -> Stage,
+    name -> Command, in registration order), and the plugins that failed to load."""
 
     by_kind: dict
     plugin_manager: pluggy.PluginManager
     failures: dict = field(default_factory=dict)  # plugin name -> error text
+    stages: dict = field(default_factory=dict)
+    commands: dict = field(default_factory=dict)
 
     def __getitem__(self, kind) -> Registry:
         return self.by_kind[kind]
 
 
-def make_plugin_manager(extra_plugins=(), autoload: bool | None = None):
+def make_plugin_manager(extra_plugins=(), autoload: bool | None = None, builtins=BUILTIN_PLUGINS):
     """Return (plugin manager, failures). Built-ins always load; a broken third-party plugin is reported, not fatal."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for module_name in BUILTIN_PLUGINS:
+    for module_name in builtins:
         pm.register(importlib.import_module(module_name), name=module_name)
     failures = {}
     if autoload is None:
@@ -62,7 +69,11 @@ def collect(pm: pluggy.PluginManager, failures=None) -> Registries:
     """
     failures = dict(failures or {})
     by_kind = {kind: Registry(kind) for kind in HOOKS}
-    for kind, hook_name in HOOKS.items():
+    registries = Registries(by_kind, pm, failures)
+    adders = {hook_name: by_kind[kind].add for kind, hook_name in HOOKS.items()}
+    adders.update({name: functools.partial(add, getattr(registries, name.removeprefix("register_")))
+                   for name, add in ADDERS.items()})
+    for hook_name, add in adders.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in registration order
             staged = []
             try:
@@ -72,7 +83,7 @@ def collect(pm: pluggy.PluginManager, failures=None) -> Registries:
                 continue
             for args, kwargs in staged:
                 try:
-                    by_kind[kind].add(*args, **kwargs, plugin=impl.plugin_name)
-                except (TypeError, ValueError) as error:  # a malformed registration: that component is skipped
+                    add(*args, **kwargs, plugin=impl.plugin_name)
+                except (TypeError, ValueError) as error:  # a malformed registration: that one is skipped
                     failures[impl.plugin_name] = f"{hook_name}: {error}"
-    return Registries(by_kind, pm, failures)
+    return registries

@@ -35,6 +35,7 @@ class Component:
     schema: dict
     summary: str
     plugin: str
+    check: Callable | None = None  # check(spec, config) -> problems the schema cannot say, each "path: what"
 
 
 def similarity(word: str, name: str) -> float:
@@ -54,7 +55,7 @@ class Registry:
     kind: str
     components: dict = field(default_factory=dict)
 
-    def add(self, name, factory, schema=None, summary="", plugin="?"):
+    def add(self, name, factory, schema=None, summary="", check=None, plugin="?"):
         if not isinstance(name, str) or not name:
             raise ValueError(f"plugin {plugin!r}: a {self.kind} name must be a non-empty string, got {name!r}")
         if not callable(factory):
@@ -66,7 +67,10 @@ class Registry:
             raise DuplicateComponentError(
                 f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}"
             )
-        self.components[name] = Component(self.kind, name, factory, dict(schema or ANY_PARAMS), summary, plugin)
+        if check is not None and not callable(check):
+            raise ValueError(f"plugin {plugin!r}: the check of {self.kind} {name!r} is not callable")
+        self.components[name] = Component(self.kind, name, factory, dict(schema or ANY_PARAMS), summary, plugin,
+                                          check)
 
     def get(self, name) -> Component:
         try:
@@ -82,4 +86,4 @@ class Registry:
         return sorted(n for n in self.components if pattern is None or fnmatch.fnmatchcase(n, pattern))
 
     def __contains__(self, name):
-        return name in self.components
+        return isinstance(name, str) and name in self.components

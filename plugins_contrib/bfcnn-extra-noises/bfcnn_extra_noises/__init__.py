@@ -1,6 +1,5 @@
-"""Example bfcnn plugin: Poisson-Gaussian and salt-and-pepper noise."""
-
-import torch
+"""Example bfcnn plugin: Poisson-Gaussian and salt-and-pepper noise (torch is imported when a noise is applied,
+so that loading the plugin, e.g. for `bfcnn --help`, stays fast)."""
 
 from bfcnn import hookimpl
 
@@ -12,6 +11,8 @@ class PoissonGaussian:
         self.gain, self.read = gain, read_noise / value_range
 
     def __call__(self, x, generator):
+        import torch
+
         std = torch.sqrt(self.gain * x.clamp_min(0) + self.read**2)
         return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
@@ -21,6 +22,8 @@ class SaltAndPepper:
         self.amount, self.salt_ratio = amount, salt_ratio
 
     def __call__(self, x, generator):
+        import torch
+
         n, _, h, w = x.shape
         draw = torch.rand((n, 1, h, w), generator=generator, device=x.device)
         salt = draw < self.amount * self.salt_ratio

@@ -10,252 +10,34 @@ noise as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import copy
 import json
 import logging
 import math
 import os
-import queue
-import re
-import signal
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import (BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model,
-                         write_text_atomic)
-from .config import build, ref
-from .devices import resolve_device
-from .errors import BfcnnError, RunError, output_folder
+from ..checkpoint import (BEST, latest_checkpoint, load_checkpoint, recover, save_checkpoint, save_model,
+                          save_run_record)
+from ..devices import resolve_device
+from ..errors import BfcnnError, RunError, output_folder
+from ..registry import build
+from .helpers import InterruptFlag, Iterated, center_crop, image_grid, trim_jsonl
+from .schema import (AUTO_BOOL, DEFAULT_LOSS, DEFAULT_NOISE, DEFAULTS, POSITIVE, TIME_PATTERN, TIME_SPAN_STEPS,
+                     TRAIN_SCHEMA, UNLIMITED, parse_duration)
+from .stream import (Prefetcher, choice_seed, copy_tensors, data_seed, mix, noise_seed, step_batches, takes_start,
+                     total_steps)
+
+__all__ = ["AUTO_BOOL", "DEFAULTS", "DEFAULT_LOSS", "DEFAULT_NOISE", "InterruptFlag", "Iterated", "POSITIVE",
+           "Prefetcher", "TIME_PATTERN", "TIME_SPAN_STEPS", "TRAIN_SCHEMA", "Trainer", "UNLIMITED", "center_crop",
+           "choice_seed", "copy_tensors", "data_seed", "image_grid", "main", "mix", "noise_seed", "parse_duration",
+           "prepare", "step_batches", "takes_start", "total_steps", "train", "trim_jsonl"]
 
 log = logging.getLogger("bfcnn")
-
-POSITIVE = {"type": "integer", "minimum": 1}
-TIME_PATTERN = r"^\s*(\d+(\.\d+)?\s*[hms]\s*)+$"
-TIME_SPAN_STEPS = 10000  # a time-spanning schedule's steps when neither it nor train.total_steps gives them
-UNLIMITED = 2**62  # the steps of a run that only its time limit ends
-AUTO_BOOL = {"enum": ["auto", True, False]}
-TRAIN_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "epochs": {**POSITIVE, "description": "passes over the training images (used when total_steps < 1)"},
-        "total_steps": {"type": "integer", "description": "steps to train; negative or 0: use epochs"},
-        "iterations_choice": {"type": "array", "items": POSITIVE, "minItems": 1,
-                              "description": "the model is applied k times to the same input, k picked from this list"},
-        "checkpoints_to_keep": {**POSITIVE, "description": "step checkpoints kept (the best one is kept apart)"},
-        "checkpoint_every": {**POSITIVE, "description": "steps between checkpoints (default 1000)"},
-        "visualization_number": {"type": "integer", "minimum": 0,
-                                 "description": "images in the noisy | denoised | clean grid (0: none)"},
-        "visualization_every": {**POSITIVE, "description": "steps between image logs, the grid and the random "
-                                                               "batch (default checkpoint_every)"},
-        "random_batch_iterations": {"type": "integer", "minimum": 0,
-                                    "description": "the denoiser iterated this many times on pure noise (0: off)"},
-        "random_batch_size": {"type": "array", "items": POSITIVE, "minItems": 2, "maxItems": 3,
-                              "description": "height, width[, channels] of the random batch"},
-        "random_batch_min_difference": {"type": "number", "minimum": 0,
-                                        "description": "stop iterating when the mean change falls below this"},
-        "optimizer": ref("optimizer"),
-        "schedule": ref("schedule"),
-        "gradient_clipping_by_norm": {"type": "number", "exclusiveMinimum": 0},
-        "metrics": {"type": "array", "items": ref("metric"), "minItems": 1,
-                    "description": "validation metrics (default psnr); the first one picks the best checkpoint"},
-        "validate_every": {**POSITIVE, "description": "steps between validations (default checkpoint_every)"},
-        "validation_sigmas": {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1,
-                              "description": "Gaussian noise levels (0-255 scale) of the validation (default 15, 25, 50)"},
-        "validation_crop": {"type": "integer", "minimum": 8,
-                            "description": "center-crop validation images to at most this size (default: whole)"},
-        "time_limit": {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                 {"type": "string", "pattern": TIME_PATTERN}],
-                       "description": "wall-clock budget of the training, e.g. 8m, 2h30m, 90s, or seconds: it stops "
-                                      "cleanly with a checkpoint and final weights; without total_steps or epochs "
-                                      "it alone ends the run"},
-        "schedule_over": {"enum": ["auto", "steps", "time"],
-                          "description": "what the learning-rate schedule spans (auto: the time limit where one is "
-                                         "set, else the steps); over time, the schedule's step s of its total_steps "
-                                         "(else train.total_steps, else 10000) comes when that fraction of the "
-                                         "time limit has passed"},
-        "init_from": {"type": "string", "minLength": 1,
-                      "description": "start from these weights (a shipped model's name, a run folder or a "
-                                     ".safetensors file) with a fresh optimizer"},
-        "max_bad_steps": {**POSITIVE, "description": "non-finite steps in a row before the run stops (default 20)"},
-        "precision": {"enum": ["auto", "fp32", "bf16"], "description": "auto: bf16 autocast on CUDA, fp32 on CPU"},
-        "compile": {**AUTO_BOOL, "description": "torch.compile the model (auto: on CUDA only)"},
-        "channels_last": {**AUTO_BOOL, "description": "channels-last memory format (auto: on CUDA only)"},
-        "prefetch": {"type": "integer", "minimum": 0, "description": "batches prepared ahead in a thread (default 4)"},
-        "log_every": {**POSITIVE, "description": "steps between metrics.jsonl lines and scalars (default 50)"},
-        "tensorboard": {"type": "boolean", "description": "write TensorBoard logs under tensorboard/ (default true)"},
-        "progress": {"type": "boolean", "description": "show a progress bar (default true)"},
-    },
-}
-DEFAULTS = {
-    "epochs": 1, "total_steps": -1, "iterations_choice": [1], "checkpoints_to_keep": 3, "checkpoint_every": 1000,
-    "visualization_number": 4, "random_batch_iterations": 0, "random_batch_size": [128, 128],
-    "random_batch_min_difference": 0.0, "metrics": [{"type": "psnr"}], "validation_sigmas": [15, 25, 50],
-    "max_bad_steps": 20, "precision": "auto", "compile": "auto", "channels_last": "auto", "prefetch": 4,
-    "log_every": 50, "tensorboard": True, "progress": True, "schedule_over": "auto",
-}
-DEFAULT_NOISE = {"type": "additive_gaussian", "sigma_range": [0, 55]}
-DEFAULT_LOSS = {"type": "mse"}
-
-
-def mix(*values) -> int:
-    """A stable 63-bit seed from integers (numpy's SeedSequence: well spread, the same in every process)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def data_seed(seed, segment):
-    return mix(seed, 1, segment)
-
-
-def noise_seed(seed, rank):
-    return mix(seed, 2, rank)
-
-
-def choice_seed(seed):
-    return mix(seed, 3)
-
-
-def parse_duration(value) -> float:
-    """Seconds from a number of seconds or a text such as '8m', '2h30m', '90s', '1.5h'."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip().lower()
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])|\s", "", text):
-        raise BfcnnError(f"train.time_limit: {value!r} is not a duration (e.g. 8m, 2h30m, 90s)")
-    return sum(float(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
-
-
-def total_steps(train_cfg, dataset, world_size=1, section=None):
-    steps = train_cfg.get("total_steps", -1)
-    if steps and steps > 0:
-        return steps
-    section = train_cfg if section is None else section
-    if train_cfg.get("time_limit") is not None and "epochs" not in section:
-        return UNLIMITED  # the time limit ends the run
-    per_epoch = max(1, math.ceil(len(dataset) / (dataset.batch_size * world_size)))
-    return train_cfg.get("epochs", 1) * per_epoch
-
-
-def takes_start(dataset):
-    """Whether dataset.batches takes `start` (the built-in datasets do; the plugin contract does not ask it)."""
-    try:
-        parameters = inspect.signature(dataset.batches).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "start" for p in parameters)  # not **kwargs: a plugin might ignore it and restart at 0
-
-
-def step_batches(dataset, seed, start, every, rank=0, world_size=1):
-    """Clean batches for steps start, start+1, ...: the stream is re-seeded at every multiple of `every`
-    (the checkpoint interval), so a run resumed from a checkpoint gets the very batches an uninterrupted run
-    gets; a resume between boundaries (after Ctrl-C) skips forward within its segment, at no cost where the
-    dataset's batches() takes `start` (batch b depends only on seed, rank and b), else by drawing them."""
-    step, free_skip = start, takes_start(dataset)
-    while True:
-        segment = step // every
-        skip = step - segment * every
-        if free_skip:
-            stream = dataset.batches(data_seed(seed, segment), rank, world_size, start=skip)
-            skip = 0
-        else:
-            stream = dataset.batches(data_seed(seed, segment), rank, world_size)
-        try:
-            for _ in range(skip):
-                next(stream)
-            while True:
-                yield next(stream)
-                step += 1
-                if step % every == 0:
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
-
-
-def copy_tensors(targets, sources):
-    """targets[i].copy_(sources[i]) for all i, fused into one kernel launch where torch has _foreach_copy_."""
-    if not targets:
-        return
-    if hasattr(torch, "_foreach_copy_"):
-        torch._foreach_copy_(targets, sources)
-    else:
-        for target, source in zip(targets, sources):
-            target.copy_(source)
-
-
-class Prefetcher:
-    """Pulls batches from an iterator in a background thread (pinned when going to CUDA), `depth` ahead."""
-
-    def __init__(self, iterator, depth, pin=False):
-        self.iterator, self.pin = iterator, pin
-        self.queue = queue.Queue(maxsize=max(1, depth))
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.work, name="bfcnn-prefetch", daemon=True)
-        self.thread.start()
-
-    def work(self):
-        try:
-            for item in self.iterator:
-                if self.pin:
-                    item = item.pin_memory()
-                while not self.stopped.is_set():
-                    try:
-                        self.queue.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stopped.is_set():
-                    return
-        except BaseException as error:  # handed to the consumer, raised there
-            self.queue.put(("error", error))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        kind, item = self.queue.get()
-        if kind == "error":
-            raise item
-        return item
-
-    def close(self):
-        self.stopped.set()
-        self.thread.join(timeout=5)
-
-
-class Iterated(torch.nn.Module):
-    """The model applied k times to its own output (the seed's iterations_choice), as one module so that
-    DistributedDataParallel and torch.compile see a single forward."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, k: int = 1):
-        for _ in range(k):
-            x = self.net(x)
-        return x
-
-
-def center_crop(image, size):
-    if not size:
-        return image
-    h, w = image.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return image[..., top:top + size, left:left + size]
-
-
-def image_grid(noisy, denoised, clean):
-    """One C x H x W image: a row per image, noisy | denoised | clean side by side, clamped to [0, 1]."""
-    rows = [torch.cat([noisy[i], denoised[i], clean[i]], dim=-1) for i in range(noisy.shape[0])]
-    grid = torch.cat(rows, dim=-2).float().clamp(0, 1)
-    return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid[:3]
 
 
 class Trainer:
@@ -270,7 +52,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
         self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
         self.distributed = (self.world_size > 1) if distributed is None else distributed
-        self.cfg = {**DEFAULTS, **config.get("train", {})}
+        self.cfg = {**copy.deepcopy(DEFAULTS), **config.get("train", {})}
         cfg = self.cfg
         self.seed = int(config.get("seed", 0))
         self.device = resolve_device(config.get("device", "auto"), self.local_rank)
@@ -288,7 +70,7 @@ class Trainer:
         self.model = build("model", self.model_spec, registries)
         self.init_from = None
         if cfg.get("init_from"):  # checked and loaded before any data is read; a resumed run's checkpoint wins
-            from .checkpoint import init_weights
+            from ..checkpoint import init_weights
             self.init_from = str(init_weights(self.model, cfg["init_from"]))
             log.info("starting from the weights in %s (fresh optimizer)", self.init_from)
         self.time_limit = parse_duration(cfg["time_limit"]) if cfg.get("time_limit") is not None else None
@@ -303,9 +85,9 @@ class Trainer:
         self.noise = build("noise", config.get("noise", DEFAULT_NOISE), registries)
         self.loss_fn = build("loss", config.get("loss", DEFAULT_LOSS), registries)
         self.metrics = [(spec["type"], build("metric", spec, registries)) for spec in cfg["metrics"]]
-        self.optimizer = build("optimizer", cfg.get("optimizer", {"type": "adam"}), registries)(self.model.parameters())
+        self.optimizer = build("optimizer", cfg["optimizer"], registries)(self.model.parameters())
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        schedule = cfg.get("schedule", {"type": "constant"})
+        schedule = cfg["schedule"]
         self.every = cfg["checkpoint_every"]
         self.validate_every = cfg.get("validate_every", self.every)
         self.visualize_every = cfg.get("visualization_every", self.every)
@@ -335,7 +117,7 @@ class Trainer:
 
     def with_total_steps(self, spec, steps):
         """A schedule that takes `total_steps` (e.g. cosine) and was not given one anneals over the whole run."""
-        from .registry import default_registries
+        from ..registry import default_registries
         spec = dict(spec)
         properties = (self.registries or default_registries())["schedule"].get(spec["type"]).schema.get("properties", {})
         if "total_steps" in properties and "total_steps" not in spec:
@@ -387,7 +169,7 @@ class Trainer:
         self.saved_buffers = [b.clone() for b in self.buffers]
 
     def resume(self, folder):
-        kind = self.cfg.get("optimizer", {"type": "adam"})["type"]
+        kind = self.cfg["optimizer"]["type"]
         saved = json.loads((Path(folder) / "state.json").read_text()).get("optimizer_type", kind)
         if saved != kind:
             log.warning("the checkpoint's optimizer is %s, the config's %s: the optimizer starts afresh", saved, kind)
@@ -610,7 +392,7 @@ class Trainer:
             return
         save_checkpoint(self.output_dir, step, self.model, self.model_spec, self.optimizer,
                         state={"best": self.best, "bad_steps_total": self.bad_total, "world_size": self.world_size,
-                               "optimizer_type": self.cfg.get("optimizer", {"type": "adam"})["type"],
+                               "optimizer_type": self.cfg["optimizer"]["type"],
                                "elapsed_s": round(self.elapsed, 3)},
                         keep=self.cfg["checkpoints_to_keep"], tensors=tensors)
 
@@ -716,43 +498,15 @@ class Trainer:
         return x[0].clamp(0, 1).expand(3, -1, -1) if channels == 1 else x[0, :3].clamp(0, 1)
 
 
-class InterruptFlag:
-    """SIGINT/SIGTERM set a flag (the loop saves a checkpoint and stops); a second SIGINT interrupts at once."""
+def prepare(config: dict, output_dir):
+    """Before any stage runs: the device exists on this machine, and a run folder that holds a run of another
+    model is refused before its config.yaml is replaced."""
+    from ..checkpoint import check_fits
 
-    def __init__(self):
-        self.is_set, self.previous = False, {}
-
-    def handle(self, signum, frame):
-        if self.is_set and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.is_set = True
-        log.warning("stopping after this step (signal %d): a checkpoint is being saved", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def trim_jsonl(path: Path, step):
-    """Keep the complete lines of metrics.jsonl up to `step` (a resumed run rewrites what came after)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    resolve_device(config.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0")))
+    latest = latest_checkpoint(Path(output_dir))
+    if latest is not None:
+        check_fits(latest, build("model", config["model"]))
 
 
 def train(config: dict, output_dir, registries=None) -> dict:
@@ -764,7 +518,8 @@ def main(argv=None):
     """The seed's command: python -m bfcnn.train --model-directory DIR --pipeline-config FILE."""
     import argparse
 
-    from .cli import guarded
+    from ..config import load_config
+    from ..exits import guarded
 
     parser = argparse.ArgumentParser(prog="python -m bfcnn.train", description="Train a denoiser (the seed's command).")
     parser.add_argument("--model-directory", required=True, help="where checkpoints and logs go")
@@ -773,11 +528,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    def go():
-        from .pipeline import run
-        run(args.pipeline_config, args.model_directory, args.set, stages=("train",))
+    def go():  # the pipeline with its train stage alone
+        config = load_config(args.pipeline_config, args.set)
+        prepare(config, args.model_directory)
+        writer = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+        if writer:
+            save_run_record(args.model_directory, config=config)
+        summary = {"train": train(config, args.model_directory)}
+        if writer:
+            save_run_record(args.model_directory, summary=summary)
     return guarded(go)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

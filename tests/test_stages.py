@@ -1,0 +1,132 @@
+"""Stages and commands arrive through the register_stages / register_commands hooks."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import bfcnn
+from bfcnn.errors import DuplicateComponentError
+from bfcnn.registry import hookimpl, load_registries
+
+
+class StagePlugin:
+    """A stage and a command, in process."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def register_stages(self, register):
+        register("note", lambda config, output_dir: self.calls.append(("run", config["note"])) or {"ok": True},
+                 {"type": "object", "properties": {"text": {"type": "string"}}, "additionalProperties": False},
+                 "writes nothing", prepare=lambda config, output_dir: self.calls.append(("prepare", None)),
+                 check=lambda section, config: [] if section.get("text") != "bad" else ["note.text: bad text"])
+
+    @hookimpl
+    def register_commands(self, register):
+        register("hello", lambda parser: parser.add_argument("--who", default="world"),
+                 lambda args: print(f"hello {args.who}") or 3, help="say hello")
+
+
+def test_builtin_stages_and_commands_come_through_the_hooks():
+    registries = load_registries(autoload=False)
+    assert list(registries.stages)[:3] == ["train", "evaluate", "export"]
+    assert all(s.plugin == "bfcnn.plugins.stages" for s in registries.stages.values())
+    assert {"evaluate", "denoise", "explain"} <= set(registries.commands)
+    assert registries.commands["denoise"].help.startswith("denoise image files")
+
+
+def test_a_plugin_stage_gets_its_section_check_prepare_and_run(tmp_path, tiny_config):
+    plugin = StagePlugin()
+    registries = load_registries(extra_plugins=[plugin], autoload=False)
+    from bfcnn.config import config_schema
+
+    assert config_schema(registries)["properties"]["note"]["properties"]["text"] == {"type": "string"}
+    with pytest.raises(bfcnn.ConfigError, match="note.text: 3 is not of type 'string'"):
+        bfcnn.load_config({"note": {"text": 3}}, registries=registries)
+    with pytest.raises(bfcnn.ConfigError, match="note.text: bad text"):
+        bfcnn.load_config({"note": {"text": "bad"}}, registries=registries)
+    with pytest.raises(bfcnn.ConfigError, match="unknown key 'note'"):  # the process-wide registries lack it
+        bfcnn.load_config({"note": {}})
+    from bfcnn.pipeline import run
+
+    summary = run({"note": {"text": "hi"}}, tmp_path, registries=registries)
+    assert summary == {"note": {"ok": True}}
+    assert plugin.calls == [("prepare", None), ("run", {"text": "hi"})]
+    with pytest.raises(bfcnn.BfcnnError, match="unknown stage"):
+        run({"note": {}}, tmp_path, stages=["nope"], registries=registries)
+
+
+def test_stage_registrations_are_checked():
+    class Twice:
+        @hookimpl
+        def register_stages(self, register):
+            register("train", lambda c, o: {})
+
+    with pytest.raises(DuplicateComponentError, match="stage 'train' is registered twice"):
+        load_registries(extra_plugins=[Twice()], autoload=False)
+
+    class Reserved:
+        @hookimpl
+        def register_stages(self, register):
+            register("model", lambda c, o: {})
+
+        @hookimpl
+        def register_commands(self, register):
+            register("nothing")
+
+    registries = load_registries(extra_plugins=[Reserved()], autoload=False)
+    assert "model" not in registries.stages and "nothing" not in registries.commands
+    assert "Reserved" in registries.failures
+
+
+def test_a_plugin_command_runs_through_the_cli(monkeypatch, capsys):
+    from bfcnn import cli
+
+    registries = load_registries(extra_plugins=[StagePlugin()], autoload=False)
+    monkeypatch.setattr("bfcnn.registry.command_registries", lambda: registries)
+    assert cli.main(["hello", "--who", "you"]) == 3
+    assert capsys.readouterr().out == "hello you\n"
+
+
+def test_a_command_module_is_one_entry(tmp_path, monkeypatch, capsys):
+    """The convention of the built-in commands: a module with add_arguments(parser) and command(args), whose
+    docstring's first line is the help, registered by its name alone (and imported only when it runs)."""
+    (tmp_path / "fake_command_module.py").write_text(textwrap.dedent('''
+        """greet someone: the help line
+        more text"""
+        def add_arguments(parser):
+            parser.add_argument("name")
+        def command(args):
+            print("hi", args.name)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Module:
+        @hookimpl
+        def register_commands(self, register):
+            register("greet", module="fake_command_module")
+
+    registries = load_registries(extra_plugins=[Module()], autoload=False)
+    assert registries.commands["greet"].help == "greet someone: the help line"
+    assert "fake_command_module" not in sys.modules
+    monkeypatch.setattr("bfcnn.registry.command_registries", lambda: registries)
+    from bfcnn import cli
+
+    assert cli.main(["greet", "Ada"]) == 0
+    assert capsys.readouterr().out == "hi Ada\n"
+
+
+def test_help_imports_no_torch():
+    code = ("import sys\nfrom bfcnn.cli import main\nmain(['--help'])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    env = {**os.environ, "BFCNN_DISABLE_PLUGIN_AUTOLOAD": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    for name in ("run", "denoise", "explain", "evaluate"):
+        assert f"    {name} " in result.stdout
+    assert "run the stages of a config (train, evaluate, export" in result.stdout  # from the registered stages
+    assert result.stdout.strip().endswith("NO TORCH"), result.stdout
