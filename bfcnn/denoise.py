@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engines import ENGINES
 from .errors import BfcnnError, output_folder
 from .images import IMAGE_SUFFIXES, find_images, read_pixels, visible_files, write_back_info, write_pixels
 from .tiling import tiled_apply, tiles
@@ -87,12 +88,14 @@ class Denoiser:
     """
 
     def __init__(self, module, device="cpu", tile=None, margin=None, blend=DEFAULT_BLEND, iterations=1,
-                 precision="fp32", source=None):
+                 precision="fp32", source=None, engine="auto"):
         import torch
 
         from .devices import resolve_device  # torch only once a model is at hand
+        from .engines import check_engine_name, make_engine
 
         check_tiling(tile, margin, blend)
+        check_engine_name(engine)
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.module = module.to(self.device).eval()
         self.channels_last = self.device.type == "cuda"  # the fast layout for convolutions on GPUs
@@ -111,6 +114,7 @@ class Denoiser:
         self.source = source
         self.size_multiple = int(getattr(module, "size_multiple", 1) or 1)  # sizes the model needs: padded to
         self.on_device = self.device.type == "cuda"  # blend tiles on the GPU; on a CPU numpy's path is leaner
+        self.engine = make_engine(self.module, engine, self.device, precision)  # bfcnn.engines: auto on a CPU
 
     def denoise_on_device(self, image, scale, iterations, tile, margin, blend, clip):
         """tiling.tiled_apply's tiles and ramps with torch tensors on the device: one upload, one download."""
@@ -151,7 +155,8 @@ class Denoiser:
         return getattr(self.module, name)
 
     def __repr__(self):
-        return f"Denoiser({type(self.module).__name__}, source={self.source!r}, device={self.device}, tile={self.tile})"
+        return (f"Denoiser({type(self.module).__name__}, source={self.source!r}, device={self.device}, tile={self.tile}, "
+                f"engine={self.engine.name})")
 
     # -- the model on one tile ---------------------------------------------------------------------------
     def forward(self, x, iterations=1):
@@ -175,7 +180,7 @@ class Denoiser:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
             for _ in range(iterations):
-                x = self.module(x)
+                x = self.engine(x)
         x = x[..., :h, :w].float()
         if c == 1 and self.channels > 1:
             x = x.mean(dim=1, keepdim=True)
@@ -425,7 +430,8 @@ def find_model_file(model, backend) -> Path:
 
 
 def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto", iterations=1, tile=None,
-                  margin=None, blend=DEFAULT_BLEND, suffix="", extension=None, precision="fp32", progress=True):
+                  margin=None, blend=DEFAULT_BLEND, suffix="", extension=None, precision="fp32", progress=True,
+                  engine="auto"):
     """Denoise files, folders and globs into output_dir; one bad file does not stop the batch.
 
     Returns {"written": [paths], "failed": {input: message}}. `model`: a Denoiser, a path or a shipped name.
@@ -443,7 +449,7 @@ def denoise_files(inputs, output_dir, model=None, backend="torch", device="auto"
     files = [(p, r) for p, r in expand_inputs(inputs) if not earlier_result(p, r, output_dir)]
     if backend == "torch":
         denoiser = model if isinstance(model, Denoiser) else load_denoiser(
-            model, device, tile=tile, margin=margin, blend=blend, precision=precision)
+            model, device, tile=tile, margin=margin, blend=blend, precision=precision, engine=engine)
 
         def run(array):
             return denoiser.denoise(array, iterations=iterations)
@@ -505,6 +511,9 @@ def add_arguments(parser):
     parser.add_argument("--blend", type=int, default=DEFAULT_BLEND, help="overlap blended between tiles (default 16)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="compute precision on GPU (default fp32)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="how the model runs on a CPU (default auto: the fastest that equals eager float32; "
+                             "see bfcnn.engines)")
     parser.add_argument("--suffix", default="", help="added to each output name, e.g. _denoised")
     parser.add_argument("--format", dest="extension", default=None, choices=("png", "tif", "tiff", "jpg", "jpeg"),
                         help="output format (default: the input's)")
@@ -515,7 +524,7 @@ def command(args) -> int:
     result = denoise_files(args.inputs, args.output_dir, model=args.model, backend=args.backend,
                            device=args.device, iterations=args.iterations, tile=args.tile, margin=args.margin,
                            blend=args.blend, suffix=args.suffix, extension=args.extension,
-                           precision=args.precision, progress=not args.quiet)
+                           precision=args.precision, progress=not args.quiet, engine=args.engine)
     total = len(result["written"]) + len(result["failed"])
     print(f"denoised {len(result['written'])} of {total} image(s) into {args.output_dir}"
           + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
