@@ -67,7 +67,8 @@ TRAIN_SCHEMA = {
         "max_bad_steps": {**POSITIVE, "description": "non-finite steps in a row before the run stops (default 20)"},
         "precision": {"enum": ["auto", "fp32", "bf16"], "description": "auto: bf16 autocast on CUDA, fp32 on CPU"},
         "compile": {**AUTO_BOOL, "description": "torch.compile the model (auto: on CUDA only)"},
-        "channels_last": {**AUTO_BOOL, "description": "channels-last memory format (auto: on CUDA only)"},
+        "channels_last": {**AUTO_BOOL, "description": "channels-last memory format (auto: on; on CPUs too, where "
+                                                      "it made the step 1.35x faster, BENCHMARKS.md)"},
         "prefetch": {"type": "integer", "minimum": 0, "description": "batches prepared ahead in a thread (default 4)"},
         "log_every": {**POSITIVE, "description": "steps between metrics.jsonl lines and scalars (default 50)"},
         "tensorboard": {"type": "boolean", "description": "write TensorBoard logs under tensorboard/ (default true)"},
@@ -248,7 +249,7 @@ class Trainer:
         def auto(key):
             return self.cuda if cfg[key] == "auto" else bool(cfg[key])
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and self.cuda)
-        self.compile, self.channels_last = auto("compile"), auto("channels_last")
+        self.compile, self.channels_last = auto("compile"), auto("channels_last") or cfg["channels_last"] == "auto"
 
         torch.manual_seed(mix(self.seed, 0))
         self.noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed(self.seed, self.rank))

@@ -152,3 +152,27 @@ def test_denoise_cli_runs_with_a_forced_engine(tmp_path):
         assert done.returncode == 0, done.stderr
         outputs[name] = np.asarray(Image.open(tmp_path / name / "a.png")).astype(int)
     assert np.abs(outputs["eager"] - outputs["jit"]).max() <= 1  # 1e-4 apart before rounding to 8 bits
+
+
+def test_trainer_auto_uses_channels_last_on_cpu_with_the_same_losses(tmp_path):
+    """train.channels_last: auto is channels-last on a CPU too (faster there, BENCHMARKS.md); the losses of
+    its steps are NCHW's within float tolerance."""
+    from bfcnn.train import Trainer
+
+    losses = {}
+    for setting in ("auto", False):
+        config = bfcnn.load_config({
+            "seed": 1, "device": "cpu",
+            "model": {"type": "dncnn", "channels": 3, "depth": 4, "filters": 8},
+            "noise": {"type": "additive_gaussian", "sigma_range": [5, 50]},
+            "dataset": {"type": "sample_images", "batch_size": 2, "input_shape": [24, 24, 3]},
+            "loss": {"type": "mse"},
+            "train": {"total_steps": 4, "progress": False, "tensorboard": False, "channels_last": setting,
+                      "optimizer": {"type": "adam", "learning_rate": 0.01}}})
+        trainer = Trainer(config, tmp_path / str(setting))
+        trainer.setup()
+        assert trainer.channels_last == (setting == "auto")
+        batches = trainer.dataset.batches(0)
+        losses[setting] = [trainer.step(next(batches))[0] for _ in range(4)]
+    np.testing.assert_allclose(losses["auto"], losses[False], rtol=1e-4)
+    assert len(set(losses[False])) == 4  # the weights moved: the comparison covers updated steps
