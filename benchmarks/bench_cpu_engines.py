@@ -69,9 +69,9 @@ def onnxruntime_present():
     return True
 
 
-def inference_cases(module, images, whole_max, with_compile):
-    """{(size, variant): callable}; built and warmed up (one call each) before any timing."""
-    engines = [e for e in ENGINES if e != "onnxruntime" or onnxruntime_present()]
+def inference_cases(module, images, whole_max, with_compile, engines=ENGINES, bf16=True):
+    """{(size, variant): callable}; every engine and Denoiser built and warmed up on a small image."""
+    engines = [e for e in engines if e != "onnxruntime" or onnxruntime_present()]
     built = {name: build(name, module) for name in engines}
     product = bfcnn.denoise.Denoiser(module)  # engine auto, as bfcnn.load_model() returns it
     product.engine.after = 0  # steady state: the one-time set-up (timed apart) happens in the warm-up
@@ -80,7 +80,10 @@ def inference_cases(module, images, whole_max, with_compile):
     product.denoise(images[min(images)][:64, :64])
     setup["auto"] = time.perf_counter() - began
     tiled = {name: Denoiser(module, engine=name) for name in engines}
-    bf16 = Denoiser(module, engine="eager", precision="bf16")
+    half = Denoiser(module, engine="eager", precision="bf16") if bf16 else None
+    small = images[min(images)][:256, :256]
+    for denoiser in [*tiled.values()] + ([half] if half else []):
+        denoiser.denoise(small)
     if with_compile:
         began = time.perf_counter()
         built["compile"] = build("compile", module)
@@ -91,7 +94,8 @@ def inference_cases(module, images, whole_max, with_compile):
         cases[(size, "product")] = lambda image=image: product.denoise(image)
         for name, denoiser in tiled.items():
             cases[(size, f"tiled/{name}")] = lambda image=image, d=denoiser: d.denoise(image)
-        cases[(size, "bf16 (tiled, not exact)")] = lambda image=image: bf16.denoise(image)
+        if half:
+            cases[(size, "bf16 (tiled, not exact)")] = lambda image=image: half.denoise(image)
         if size <= whole_max:
             x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)
             for name, engine in built.items():
@@ -155,10 +159,15 @@ def main(argv=None):
     parser.add_argument("--whole-max", type=float, default=2.0, help="largest MP run as one whole tensor")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                        help="engine variants to time (default all)")
+    parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--warm-up-max", type=float, default=2.0,
+                        help="sizes up to this MP get an untimed call of every case first")
     parser.add_argument("--train-depth", type=int, default=17)
     parser.add_argument("--train-filters", type=int, default=64)
-    parser.add_argument("--train-batch", type=int, default=16)
-    parser.add_argument("--train-crop", type=int, default=50)
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--train-crop", type=int, default=40)
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
     if args.quick:
@@ -170,9 +179,11 @@ def main(argv=None):
     mflop = flops_per_pixel(module, model_channels(module)) / 1e6
     rng = np.random.default_rng(0)
     images = {size: image_of(size, rng) for size in args.sizes}
-    cases, setup, auto_engine = inference_cases(module, images, args.whole_max, args.compile)
-    for fn in cases.values():  # warm-up: every case once before the rounds
-        fn()
+    cases, setup, auto_engine = inference_cases(module, images, args.whole_max, args.compile, args.engines,
+                                                not args.no_bf16)
+    for key, fn in cases.items():  # warm-up: every case once before the rounds (big ones were warmed small)
+        if key[0] <= args.warm_up_max:
+            fn()
     mm, mm_flop = matmul_cases()
     train, train_chosen = ({}, None) if args.no_train else training_cases(args)
     everything = {**{("mm", k): v for k, v in mm.items()}, **cases, **{("train", k): v for k, v in train.items()}}

@@ -15,6 +15,8 @@ measured on dev-2core, BENCHMARKS.md) and keeps the first that builds and agrees
 TOLERANCE on two odd-sized random inputs; where none does it stays eager. It starts eager and builds the faster
 engine once AUTO_AFTER_PIXELS have gone through the model (setting one up costs about a second on 2 cores, more
 than a small photo's whole forward pass). On a GPU, or with a bf16/fp16 precision, `auto` is eager.
+The channels_last, jit and onnxruntime engines hold a snapshot of the weights taken when they are set up:
+after changing the module's weights, make a new engine (or Denoiser).
 """
 
 from __future__ import annotations
