@@ -176,3 +176,33 @@ def test_trainer_auto_uses_channels_last_on_cpu_with_the_same_losses(tmp_path):
         losses[setting] = [trainer.step(next(batches))[0] for _ in range(4)]
     np.testing.assert_allclose(losses["auto"], losses[False], rtol=1e-4)
     assert len(set(losses[False])) == 4  # the weights moved: the comparison covers updated steps
+
+
+def test_evaluate_runs_the_engine_it_is_given(tmp_path, monkeypatch):
+    """evaluate's `engine` (and --engine): the figures equal eager's; an unknown name is a config error."""
+    from PIL import Image
+
+    from bfcnn.config import validate
+    from bfcnn.errors import ConfigError
+    from bfcnn.evaluate import evaluate_models
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((40, 56, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    used = []
+    real_make = engines.make_engine
+
+    def spy(module, name="auto", *args, **kwargs):
+        engine = real_make(module, name, *args, **kwargs)
+        used.append(engine.name)
+        return engine
+    monkeypatch.setattr("bfcnn.evaluate.make_engine", spy)
+    cfg = {"directories": [str(folder)], "sigmas": [25], "metrics": [{"type": "psnr"}]}
+    psnr = {name: evaluate_models([("m", small_model(), "m")], {**cfg, "engine": name}, tmp_path / name)
+            ["results"][0]["psnr"] for name in ("eager", "jit")}
+    assert used == ["eager", "jit"]
+    assert psnr["jit"] == pytest.approx(psnr["eager"], abs=1e-3)
+    validate({"evaluate": {"engine": "jit"}})
+    with pytest.raises(ConfigError, match="engine"):
+        validate({"evaluate": {"engine": "fast"}})
