@@ -68,7 +68,7 @@ TRAIN_SCHEMA = {
         "precision": {"enum": ["auto", "fp32", "bf16"], "description": "auto: bf16 autocast on CUDA, fp32 on CPU"},
         "compile": {**AUTO_BOOL, "description": "torch.compile the model (auto: on CUDA only)"},
         "channels_last": {**AUTO_BOOL, "description": "channels-last memory format (auto: on; on CPUs too, where "
-                                                      "it made the step 1.35x faster, BENCHMARKS.md)"},
+                                                      "it made the step 1.2-1.4x faster, BENCHMARKS.md)"},
         "prefetch": {"type": "integer", "minimum": 0, "description": "batches prepared ahead in a thread (default 4)"},
         "log_every": {**POSITIVE, "description": "steps between metrics.jsonl lines and scalars (default 50)"},
         "tensorboard": {"type": "boolean", "description": "write TensorBoard logs under tensorboard/ (default true)"},
