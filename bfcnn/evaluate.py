@@ -22,6 +22,7 @@ import torch
 from .registry import build, default_registries, ref
 from .errors import BfcnnError, output_folder
 from .devices import resolve_device
+from .engines import ENGINES, make_engine
 from .images import (SAMPLE_PHOTOS, ImageReadError, convert_channels, find_images, read_image, sample_photo,
                      to_float)
 from .layers import model_channels
@@ -66,6 +67,8 @@ EVALUATE_SCHEMA = {
         "tile": {"type": "integer", "minimum": 0, "description": "tiled inference for large photos (equal to "
                                                               "whole images, bounded memory); default 0: whole images"},
         "device": {"type": "string", "description": "default: the config's device"},
+        "engine": {"enum": list(ENGINES), "default": "auto",
+                   "description": "how the model runs on a CPU (bfcnn.engines; auto: the fastest exact one)"},
         "training_range": {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2,
                            "maxItems": 2, "description": "sigma range shaded in the plot (default: the config's "
                                                          "noise.sigma_range)"},
@@ -183,9 +186,12 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
         metrics[spec["type"] if spec["type"] not in metrics else f"{spec['type']}_{len(metrics)}"] = build("metric", spec)
     seed, iterations, save = cfg.get("seed", 0), cfg.get("iterations", 1), cfg.get("save_images", 0)
     modules = [(name, model.to(device).eval()) for name, model, _ in models]
+    engine = cfg.get("engine", "auto")
     if cfg.get("tile"):  # big photos: tiles with the receptive field as margin give the whole-image result
         from .denoise import Denoiser
-        tiled = {name: Denoiser(module, device=device, tile=cfg["tile"]) for name, module in modules}
+        tiled = {name: Denoiser(module, device=device, tile=cfg["tile"], engine=engine) for name, module in modules}
+    else:
+        engines = {name: make_engine(module, engine, device) for name, module in modules}
     per_image, seconds, noises, corruptions, unreadable = [], {}, {}, corruptions_of(cfg), []
     for set_name, images in test_sets(cfg, color_mode, dataset):
         log.info("evaluate: %s (%d images)", set_name, len(images))
@@ -216,7 +222,7 @@ def evaluate_models(models, cfg, output_dir, device="cpu", training_range=None, 
                         if cfg.get("tile"):
                             out = tiled_denoise(tiled[name], noisy, iterations)
                         else:
-                            out = whole_denoise(module, noisy, iterations, device)
+                            out = whole_denoise(engines[name], noisy, iterations, device)
                         key = (name, set_name, corruption["name"], level)
                         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
                         scores = {k: float(m(out, clean)[0]) for k, m in metrics.items()}
@@ -463,6 +469,8 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=int, default=None, help="apply each model this many times (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed of image i is seed + i (default 0)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="how the models run on a CPU (default auto: the fastest that equals eager float32)")
     parser.add_argument("--training-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                         help="sigma range shaded in the plot")
 
@@ -483,7 +491,7 @@ def command(args) -> int:
         cfg.pop("validation_images", None)
     if args.sample_photos is not None:
         cfg["sample_photos"] = args.sample_photos or ["astronaut"]
-    for key in ("color_mode", "max_images", "seed", "iterations", "save_images"):
+    for key in ("color_mode", "max_images", "seed", "iterations", "save_images", "engine"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     validate({"evaluate": cfg})  # the same checks as a config's section: --iterations 0 is reported there

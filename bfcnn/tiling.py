@@ -21,11 +21,16 @@ def ramp(length, blend_before, blend_after):
     return w
 
 
-def starts(size, tile, step):
-    if size <= tile:
-        return [0]
-    points = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(points))
+def spans(size, tile, blend=0):
+    """(start, length) of the kept regions along a side of `size` pixels: the fewest regions of one length, at
+    most tile + blend, that cover the side with each overlapping the next by `blend` pixels (or one more where
+    the sizes do not divide evenly). So the pixels processed twice are only the blend bands (and the margins
+    around them), whatever the size: a 1024-pixel side in tiles of 512 is two regions of 520."""
+    n = -(-(size - blend) // tile) if tile > 0 else 1
+    if n <= 1:
+        return [(0, size)]
+    length = min(size, -(-(size + (n - 1) * blend) // n))  # n * length - (n - 1) * blend >= size
+    return [(i * (size - length) // (n - 1), length) for i in range(n)]
 
 
 class Tile(NamedTuple):
@@ -39,12 +44,11 @@ def tiles(height, width, tile=512, margin=32, blend=16, align=1):
     """The tiles that cover an H x W image, for tiled_apply here and Denoiser's on-device loop alike.
 
     `align`: each window starts at a multiple of it, so a model that downsamples by `align` sees the same
-    pixel grid as on the whole image.
+    pixel grid as on the whole image. Kept regions are nearly equal (spans()); a window is its kept region
+    plus `margin` on each side that is not the image's border (plus up to align - 1 pixels).
     """
-    step = max(1, tile - blend)
-    for y in starts(height, tile, step):
-        for x in starts(width, tile, step):
-            h, w = min(tile, height - y), min(tile, width - x)
+    for y, h in spans(height, tile, blend):
+        for x, w in spans(width, tile, blend):
             y0, x0 = max(0, y - margin), max(0, x - margin)
             y0, x0 = y0 - y0 % align, x0 - x0 % align
             y1, x1 = min(height, y + h + margin), min(width, x + w + margin)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bfcnn.tiling import ramp, starts, tiled_apply
+from bfcnn.tiling import ramp, spans, tiled_apply, tiles
 
 
 def box_filter(radius):
@@ -66,13 +66,50 @@ def test_uint8_input_is_read_as_float_tiles():
     np.testing.assert_allclose(out, image / 255.0, atol=1e-6)
 
 
-def test_tile_starts_cover_the_image():
-    for size in (1, 15, 16, 17, 100, 513):
-        points = starts(size, 16, 12)
-        assert points[0] == 0 and points[-1] == max(0, size - 16)
-        assert all(b - a <= 12 for a, b in zip(points, points[1:]))
+def test_spans_are_equal_and_overlap_by_the_blend_band():
+    for tile, blend in ((16, 4), (7, 3), (10, 0), (13, 6), (512, 16), (20, 19)):
+        for size in range(1, 1200):
+            points = spans(size, tile, blend)
+            lengths = {length for _, length in points}
+            assert points[0][0] == 0 and sum(points[-1]) == size and len(lengths) == 1
+            assert len(points) == 1 or lengths.pop() <= tile + blend
+            overlaps = [a + n - b for (a, n), (b, _) in zip(points, points[1:])]
+            assert all(blend <= o <= blend + 1 for o in overlaps), (size, tile, blend, points)
+            assert len(points) == max(1, -(-(size - blend) // tile))  # the fewest regions of at most tile + blend
+    assert spans(1024, 512, 16) == [(0, 520), (504, 520)]
     w = ramp(10, 4, 4)
     assert w.min() > 0 and w.max() == 1
+
+
+def processed(height, width, tile, margin, blend, align=1):
+    """Pixels the model sees over all windows, per image pixel."""
+    return sum((t.window[0].stop - t.window[0].start) * (t.window[1].stop - t.window[1].start)
+               for t in tiles(height, width, tile, margin, blend, align)) / (height * width)
+
+
+def test_windows_overlap_only_by_margins_and_blend_bands():
+    """Tiles of 512 with the shipped model's context (10 px) and the default blend (16 px): at most 15% more
+    pixels than the image at any size from 600 px up (the old grid's 1024 x 1024 was 2.4 times its pixels)."""
+    sizes = list(range(600, 5200, 173)) + [1024, 1025, 1040, 1041, 1536, 1553, 2048, 3634, 6000]
+    worst = max(processed(h, w, 512, 10, 16) for h in sizes for w in sizes[::4])
+    assert worst <= 1.15
+    assert processed(1024, 1024, 512, 10, 16) < 1.08
+    for tile, margin, blend, align in ((64, 7, 8, 1), (100, 20, 16, 8), (512, 40, 0, 4)):
+        for h, w in ((333, 517), (1000, 250), (129, 2000)):
+            ny, nx = len(spans(h, tile, blend)), len(spans(w, tile, blend))
+            bound = (1 + (ny - 1) * (blend + 1 + 2 * margin + align) / h) * (1 + (nx - 1) * (blend + 1 + 2 * margin + align) / w)
+            assert processed(h, w, tile, margin, blend, align) <= bound + 1e-9
+
+
+@pytest.mark.parametrize("tile,blend,margin", [(16, 4, 2), (23, 5, 3), (9, 0, 2)])
+def test_tiled_equals_whole_image_at_many_sizes(tile, blend, margin):
+    rng = np.random.default_rng(5)
+    fn = box_filter(margin)
+    for height, width in rng.integers(1, 80, (12, 2)):
+        image = rng.random((height, width, 2), dtype=np.float32)
+        whole = fn(image.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
+        np.testing.assert_allclose(tiled_apply(image, fn, tile=tile, margin=margin, blend=blend), whole,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_aligned_tiles_start_on_the_grid():

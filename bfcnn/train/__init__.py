@@ -61,7 +61,7 @@ class Trainer:
         def auto(key):
             return self.cuda if cfg[key] == "auto" else bool(cfg[key])
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and self.cuda)
-        self.compile, self.channels_last = auto("compile"), auto("channels_last")
+        self.compile, self.channels_last = auto("compile"), auto("channels_last") or cfg["channels_last"] == "auto"
 
         torch.manual_seed(mix(self.seed, 0))
         self.noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed(self.seed, self.rank))

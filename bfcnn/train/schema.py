@@ -75,7 +75,8 @@ TRAIN_SCHEMA = {
                       "description": "auto: bf16 autocast on CUDA, fp32 on CPU"},
         "compile": {**AUTO_BOOL, "default": "auto", "description": "torch.compile the model (auto: on CUDA only)"},
         "channels_last": {**AUTO_BOOL, "default": "auto",
-                          "description": "channels-last memory format (auto: on CUDA only)"},
+                          "description": "channels-last memory format (auto: on; on CPUs too, where it made the "
+                                         "step 1.2-1.4x faster, BENCHMARKS.md)"},
         "prefetch": {"type": "integer", "minimum": 0, "default": 4,
                      "description": "batches prepared ahead in a thread"},
         "log_every": {**POSITIVE, "default": 50, "description": "steps between metrics.jsonl lines and scalars"},
