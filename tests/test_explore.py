@@ -23,6 +23,7 @@ import bfcnn  # noqa: E402
 from bfcnn import explore_app  # noqa: E402
 from bfcnn.checkpoint import save_model  # noqa: E402
 from bfcnn.explain import adaptive_filters, effective_dimensionality, noisy_version, spread_map  # noqa: E402
+from _explore_common import serve  # noqa: E402
 from conftest import REPO  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
@@ -330,18 +331,6 @@ def test_the_cli_does_not_import_the_web_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "[]", out.stderr
-
-
-def serve(*args, env=None):
-    """`bfcnn explore ... --port 0` in a subprocess; returns (process, the address it printed)."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "bfcnn", "explore", "--port", "0", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    line = process.stdout.readline()
-    if "serving at" not in line:
-        process.kill()
-        raise AssertionError(f"bfcnn explore did not start: {line}{process.stderr.read()}")
-    return process, line.split("serving at ")[1].split()[0]
 
 
 def test_the_command_serves_on_localhost(tmp_path):

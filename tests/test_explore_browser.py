@@ -9,14 +9,12 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from _explore_common import serve
 
 pytest.importorskip("starlette", reason="the explore extra is not installed: pip install 'bfcnn[explore]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (the test extra: "
@@ -34,18 +32,6 @@ def chromium_path():
         if found:
             return found
     return None
-
-
-def serve(*args):
-    """`bfcnn explore --port 0` in a subprocess; returns (process, the address it printed)."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "bfcnn", "explore", "--port", "0", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    line = process.stdout.readline()
-    if "serving at" not in line:
-        process.kill()
-        raise AssertionError(f"bfcnn explore did not start: {line}{process.stderr.read()}")
-    return process, line.split("serving at ")[1].split()[0]
 
 
 @pytest.fixture
