@@ -84,6 +84,9 @@ def test_list_pretrained_shows_every_shipped_model_with_its_figures(capsys):
         line = next(line for line in out.splitlines() if line.strip().startswith(name))
         count = sum(p.numel() for p in bfcnn.load_model(name).module.parameters())
         assert f"{count:,} params" in line and "CBSD68" in line and "bias-free: yes" in line
+        figures = line.split("CBSD68 sigma 15/25/50/75/100: ")[1].split(" dB")[0].split(" / ")
+        for sigma, figure in zip((15, 25, 50, 75, 100), figures):  # the listing says what the card says
+            assert float(figure) == card_figure(name, "CBSD68", sigma), (name, sigma)
     assert "(default)" in next(line for line in out.splitlines() if line.strip().startswith(DEFAULT_MODEL))
 
 
