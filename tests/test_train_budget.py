@@ -199,3 +199,13 @@ def test_cli_time_limit(tmp_path, capsys):
     config["evaluate"] = {"data": [str(tmp_path)]}
     no_train.write_text(yaml.safe_dump(config))
     assert cli.main(["run", str(no_train), "--time-limit", "5m"]) == 2
+
+
+def test_worker_processes_are_bounded():
+    """A mistyped worker count once started about 900 processes and exhausted the machine's memory."""
+    config = tiny(total_steps=1)
+    config["dataset"]["num_workers"] = 900
+    with pytest.raises(ConfigError, match="dataset.num_workers"):
+        bfcnn.load_config(config)
+    config["dataset"]["num_workers"] = 2
+    assert bfcnn.load_config(config)["dataset"]["num_workers"] == 2

@@ -527,9 +527,9 @@ COMMON = {
     "random_invert": {"type": "boolean", "description": "x -> 1 - x with probability 0.5"},
     "augmentations": {"type": "array", "items": AUGMENTATION,
                       "description": "extra albumentations transforms applied to every crop, in order"},
-    "num_workers": {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "auto"}],
-                    "description": "DataLoader worker processes; 0: in the training process; auto: 0 without "
-                                   "CUDA, else min(8, cores - 2)"},
+    "num_workers": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": 64}, {"const": "auto"}],
+                    "description": "DataLoader worker processes (at most 64); 0: in the training process; auto: 0 "
+                                   "without CUDA, else min(8, cores - 2)"},
     "worker_start": {"enum": ["forkserver", "spawn", "fork"], "default": "forkserver",
                      "description": "how workers start (forkserver and spawn import the main script: guard it)"},
 }
