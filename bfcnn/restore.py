@@ -1,5 +1,7 @@
-"""Restore and sample with the prior implicit in a blind denoiser (Kadkhodaie & Simoncelli, NeurIPS 2021,
-arXiv 2007.13640): a stochastic coarse-to-fine gradient ascent on the log density of noisy images.
+"""restore images (inpainting, super-resolution, deblurring, compressive sensing) with the denoiser's prior
+
+The prior implicit in a blind denoiser (Kadkhodaie & Simoncelli, NeurIPS 2021, arXiv 2007.13640): a stochastic
+coarse-to-fine gradient ascent on the log density of noisy images.
 
 A blind least-squares denoiser's residual f(y) - y is sigma^2 times the gradient of log p_sigma(y) (Miyasawa,
 Tweedie), and its size tells the noise level sigma that remains. Starting from noise of std `sigma_0`, each

@@ -1,4 +1,4 @@
-"""Draw images from the prior implicit in a blind denoiser (`bfcnn sample --size H W -n K -o OUT`).
+"""draw images from the prior implicit in a blind denoiser (`bfcnn sample --size H W -n K -o OUT`)
 
 The algorithm is bfcnn.restore's without a measurement: coarse-to-fine stochastic gradient ascent from noise.
 """
