@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 
 from .errors import BfcnnError
@@ -73,23 +72,20 @@ def cmd_list(args):
 
 
 def pretrained_facts(name, component) -> str:
-    """Architecture, bias-freeness and parameters of registered weights (read from the file; nothing is run)."""
-    from .checkpoint import read_model_spec
+    """Architecture, bias-freeness and parameters of registered weights: the model rebuilt from its file, so the
+    facts are the model's own (its `bias_free` attribute, its parameter count), not read off the spec or the keys."""
+    from .checkpoint import load_model, read_model_spec
     from .denoise import DEFAULT_MODEL
+    from .layers import parameter_count
 
     try:
-        from safetensors import safe_open
-
         path = component.factory()
-        spec = read_model_spec(path)
-        with safe_open(str(path), framework="pt") as f:
-            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()
-                        if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "running_sd")))
+        model = load_model(path)
     except Exception as error:  # a plugin's missing or broken file: report, go on
         return f"(weights not readable: {error})  "
     default = " (default)" if name == DEFAULT_MODEL else ""
-    bias_free = "yes" if spec.get("bias_free", True) else "no"
-    return f"{spec.get('type')}{default}, bias-free: {bias_free}, {count:,} params  "
+    bias_free = "yes" if getattr(model, "bias_free", False) else "no"
+    return f"{read_model_spec(path).get('type')}{default}, bias-free: {bias_free}, {parameter_count(model):,} params  "
 
 
 def cmd_plugins(args):
