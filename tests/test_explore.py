@@ -70,6 +70,14 @@ def upload(client, array, name="crop.png"):
     return response.json()
 
 
+def upload_model(client, folder, spec, name, seed=0):
+    """A model with random weights (seeded), saved as `name` and uploaded in the page: (model, response)."""
+    torch.manual_seed(seed)
+    model = bfcnn.build("model", spec).eval()
+    save_model(folder / name, model, spec)
+    return model, client.post("/api/models", content=(folder / name).read_bytes(), headers={"X-Filename": name})
+
+
 def make_view(client, image, sigma, model="m0"):
     response = client.post("/api/views", json={"image": image, "sigma": sigma, "model": model})
     assert response.status_code == 200, response.text
@@ -216,11 +224,7 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(client, explorer):
 
 
 def test_a_second_model_uploaded_in_the_page(client, tmp_path):
-    torch.manual_seed(0)
-    model = bfcnn.build("model", TINY).eval()
-    save_model(tmp_path / "tiny.safetensors", model, TINY)
-    response = client.post("/api/models", content=(tmp_path / "tiny.safetensors").read_bytes(),
-                           headers={"X-Filename": "tiny.safetensors"})
+    model, response = upload_model(client, tmp_path, TINY, "tiny.safetensors")
     assert response.status_code == 200, response.text
     info = response.json()
     assert info["name"] == "tiny.safetensors" and info["receptive_radius"] == 3
@@ -365,11 +369,8 @@ def test_views_are_forgotten_oldest_first(client, monkeypatch):
 ])
 def test_resampling_models_get_the_same_row_from_their_crop(client, tmp_path, spec):
     """The crop of a click starts on the model's grid and holds its radius: the row equals the whole image's."""
-    torch.manual_seed(0)
-    model = bfcnn.build("model", spec).eval()
-    save_model(tmp_path / "resampling.safetensors", model, spec)
-    info = client.post("/api/models", content=(tmp_path / "resampling.safetensors").read_bytes(),
-                       headers={"X-Filename": "resampling.safetensors"}).json()
+    model, response = upload_model(client, tmp_path, spec, "resampling.safetensors")
+    info = response.json()
     array = photo(110, 120)
     view = make_view(client, upload(client, array)["id"], 25, info["id"])
     for pixel in [(61, 50), (117, 3)]:
@@ -382,11 +383,8 @@ def test_a_gray_model_sees_the_image_in_gray(client, tmp_path):
     from PIL import Image
 
     spec = {**TINY, "channels": 1}
-    torch.manual_seed(1)
-    model = bfcnn.build("model", spec).eval()
-    save_model(tmp_path / "gray.safetensors", model, spec)
-    info = client.post("/api/models", content=(tmp_path / "gray.safetensors").read_bytes(),
-                       headers={"X-Filename": "gray.safetensors"}).json()
+    model, response = upload_model(client, tmp_path, spec, "gray.safetensors", seed=1)
+    info = response.json()
     array = photo(18, 22)
     view = make_view(client, upload(client, array)["id"], 30, info["id"])
     assert view["channels"] == 1
