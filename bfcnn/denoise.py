@@ -161,7 +161,7 @@ class Denoiser:
                 on_device=None):
         """Denoise one image. array: H x W x C or H x W; uint8, uint16 or float in [0, 1]. Same shape/dtype out.
 
-        tile=0 (or an image no larger than the tile) is whole-image inference; `out` may be a preallocated
+        tile=0 (or an image of at most (tile + blend)^2 pixels: tiling.grid) is whole-image inference; `out` may be a preallocated
         H x W x C float32 buffer (e.g. a numpy memmap) for the float result, to bound memory further.
         on_device (default: on a GPU) blends the tiles on the device, the image uploaded once in its own dtype.
         """
@@ -497,7 +497,7 @@ def add_arguments(parser):
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--iterations", type=int, default=1, help="apply the model this many times (default 1)")
     parser.add_argument("--tile", type=int, default=None,
-                        help="tile size in pixels (default 1024; 0 = whole image)")
+                        help="pixels per tile: at most (TILE + blend)^2, any shape (default 1024; 0 = whole image)")
     parser.add_argument("--margin", type=int, default=None,
                         help="context pixels around each tile (default: the model's receptive radius)")
     parser.add_argument("--blend", type=int, default=DEFAULT_BLEND, help="overlap blended between tiles (default 16)")

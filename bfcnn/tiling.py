@@ -21,16 +21,50 @@ def ramp(length, blend_before, blend_after):
     return w
 
 
+def split(size, n, blend=0):
+    """(start, length) of `n` regions of one length that cover a side of `size` pixels, each overlapping the
+    next by `blend` pixels (or one more where the sizes do not divide evenly)."""
+    if n <= 1:
+        return [(0, size)]
+    length = min(size, -(-(size + (n - 1) * blend) // n))  # n * length - (n - 1) * blend >= size
+    return [(i * (size - length) // (n - 1), length) for i in range(n)]
+
+
 def spans(size, tile, blend=0):
     """(start, length) of the kept regions along a side of `size` pixels: the fewest regions of one length, at
     most tile + blend, that cover the side with each overlapping the next by `blend` pixels (or one more where
     the sizes do not divide evenly). So the pixels processed twice are only the blend bands (and the margins
     around them), whatever the size: a 1024-pixel side in tiles of 512 is two regions of 520."""
-    n = -(-(size - blend) // tile) if tile > 0 else 1
-    if n <= 1:
-        return [(0, size)]
-    length = min(size, -(-(size + (n - 1) * blend) // n))  # n * length - (n - 1) * blend >= size
-    return [(i * (size - length) // (n - 1), length) for i in range(n)]
+    return split(size, -(-(size - blend) // tile) if tile > 0 else 1, blend)
+
+
+def grid(height, width, tile, margin=0, blend=0):
+    """(row spans, column spans) of the tile grid: a tile is a budget of (tile + blend)^2 kept pixels (the
+    memory of a square tile), not a side, so an image of at most that many pixels is one whole window whatever
+    its shape (a 1155 x 866 photo in tiles of 1024), and of the grids whose regions fit the budget the one whose
+    windows (regions and their margins) hold the fewest pixels wins: the least work done twice."""
+    if tile <= 0:
+        return [(0, height)], [(0, width)]
+    budget = (tile + blend) ** 2
+
+    def cost(rows, columns):  # window pixels, then windows
+        return ((sum(min(height, y + h + margin) - max(0, y - margin) for y, h in rows)
+                 * sum(min(width, x + w + margin) - max(0, x - margin) for x, w in columns)),
+                len(rows) * len(columns))
+    square = spans(height, tile, blend), spans(width, tile, blend)  # always fits: no grid needs more rows
+    candidates = [square]
+    for ny in range(1, len(square[0]) + 1):
+        rows = split(height, ny, blend)
+        across = budget // rows[0][1]
+        if across <= blend:
+            continue
+        nx = max(1, -(-(width - blend) // (across - blend)))
+        columns = split(width, nx, blend)
+        while columns[0][1] * rows[0][1] > budget:  # rounding: one more column
+            nx += 1
+            columns = split(width, nx, blend)
+        candidates.append((rows, columns))
+    return min(candidates, key=lambda grid: cost(*grid))
 
 
 class Tile(NamedTuple):
@@ -47,8 +81,9 @@ def tiles(height, width, tile=512, margin=32, blend=16, align=1):
     pixel grid as on the whole image. Kept regions are nearly equal (spans()); a window is its kept region
     plus `margin` on each side that is not the image's border (plus up to align - 1 pixels).
     """
-    for y, h in spans(height, tile, blend):
-        for x, w in spans(width, tile, blend):
+    rows, columns = grid(height, width, tile, margin, blend)
+    for y, h in rows:
+        for x, w in columns:
             y0, x0 = max(0, y - margin), max(0, x - margin)
             y0, x0 = y0 - y0 % align, x0 - x0 % align
             y1, x1 = min(height, y + h + margin), min(width, x + w + margin)
@@ -65,6 +100,14 @@ def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
     `align` as in tiles().
     """
     height, width, channels = image.shape
+    rows, columns = grid(height, width, tile, margin, blend)
+    if len(rows) == len(columns) == 1:  # one window, the whole image: no weights to blend
+        result = fn(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))[0].transpose(1, 2, 0)
+        result = result.astype(np.float32, copy=False)
+        if out is None:
+            return result
+        out[...] = result
+        return out
     out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
     norm = np.zeros((height, width, 1), dtype=np.float32)
     for t in tiles(height, width, tile, margin, blend, align):

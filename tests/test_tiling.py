@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bfcnn.tiling import ramp, spans, tiled_apply, tiles
+from bfcnn.tiling import grid, ramp, spans, tiled_apply, tiles
 
 
 def box_filter(radius):
@@ -96,9 +96,34 @@ def test_windows_overlap_only_by_margins_and_blend_bands():
     assert processed(1024, 1024, 512, 10, 16) < 1.08
     for tile, margin, blend, align in ((64, 7, 8, 1), (100, 20, 16, 8), (512, 40, 0, 4)):
         for h, w in ((333, 517), (1000, 250), (129, 2000)):
-            ny, nx = len(spans(h, tile, blend)), len(spans(w, tile, blend))
+            ny, nx = (len(part) for part in grid(h, w, tile, margin, blend))
             bound = (1 + (ny - 1) * (blend + 1 + 2 * margin + align) / h) * (1 + (nx - 1) * (blend + 1 + 2 * margin + align) / w)
             assert processed(h, w, tile, margin, blend, align) <= bound + 1e-9
+
+
+def square_grid_pixels(height, width, tile, margin, blend):
+    """Window pixels of the square grid (spans() along each axis), the grid before tiles became a pixel budget."""
+    def side(size):
+        return sum(min(size, a + n + margin) - max(0, a - margin) for a, n in spans(size, tile, blend))
+    return side(height) * side(width)
+
+
+def test_a_tile_is_a_pixel_budget_not_a_side():
+    """An image of at most (tile + blend)^2 pixels is one window whatever its shape; bigger ones get the grid
+    whose regions fit that budget with the fewest window pixels: never more than the square grid's."""
+    assert grid(866, 1155, 1024, 10, 16) == ([(0, 866)], [(0, 1155)])  # a 1 MP 4:3 photo: whole (was 2 tiles)
+    assert grid(100, 9000, 1024, 10, 16) == ([(0, 100)], [(0, 9000)])  # a 0.9 MP panorama strip: whole
+    assert len(list(tiles(1040, 1040, 1024, 10, 16))) == 1 and len(list(tiles(1041, 1040, 1024, 10, 16))) > 1
+    rng = np.random.default_rng(3)
+    for tile, margin, blend in ((512, 10, 16), (1024, 10, 16), (64, 7, 8), (33, 0, 0), (20, 5, 19)):
+        for height, width in rng.integers(1, 12 * tile, (60, 2)):
+            rows, columns = grid(int(height), int(width), tile, margin, blend)
+            for part, size in ((rows, height), (columns, width)):  # covers the side, overlaps by the band
+                assert part[0][0] == 0 and sum(part[-1]) == size and len({n for _, n in part}) == 1
+                assert all(blend <= a + n - b <= blend + 1 for (a, n), (b, _) in zip(part, part[1:]))
+            assert len(rows) * len(columns) == 1 or rows[0][1] * columns[0][1] <= (tile + blend) ** 2
+            window_pixels = processed(int(height), int(width), tile, margin, blend) * height * width
+            assert window_pixels <= square_grid_pixels(int(height), int(width), tile, margin, blend) + 1e-6
 
 
 @pytest.mark.parametrize("tile,blend,margin", [(16, 4, 2), (23, 5, 3), (9, 0, 2)])
