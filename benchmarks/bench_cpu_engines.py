@@ -1,6 +1,7 @@
 """CPU speed of the product against the machine: `Denoiser.denoise` (what `bfcnn denoise` runs, engine auto)
 against every engine variant and a float32 matrix product on the same cores, and the trainer's CPU step against
-its variants. One process, interleaved rounds (round r times every case once), best of the rounds: every case
+its variants. One process, interleaved rounds (round r times every case once, in an order shuffled anew each
+round), best of the rounds: every case
 sees the machine at the same moments, so read the ratios. Not a test; prints Markdown tables.
 
     python benchmarks/bench_cpu_engines.py                      # 0.25, 1, 12 and 24 MP (12/24 MP: minutes)
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import sys
 import tempfile
@@ -191,8 +193,10 @@ def main(argv=None):
         fn()
     best = {}
     for r in range(args.rounds):
-        for key, fn in everything.items():
-            best[key] = min(best.get(key, math.inf), timed(fn))
+        order = list(everything)  # a new order each round: no case always runs right after the same one (a
+        random.Random(r).shuffle(order)  # previous case's threads or freed memory could tax its successor)
+        for key in order:
+            best[key] = min(best.get(key, math.inf), timed(everything[key]))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     load_after = os.getloadavg()
     mm_rate = max(mm_flop / best[("mm", k)] / 1e9 for k in mm)

@@ -175,6 +175,9 @@ def onnx_session(module):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
+    # no busy-waiting between runs: onnxruntime's threads otherwise spin for a while after each run and take the
+    # cores from the Denoiser's own work between tiles and from anything else the process does next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def run(x):
