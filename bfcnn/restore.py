@@ -36,8 +36,11 @@ log = logging.getLogger("bfcnn")
 
 # the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
 # see benchmarks/bench_restore.py and BENCHMARKS.md)
-DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1}
-SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.5, "max_iterations": 1000, "average": 1}
+DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1,
+            "start": "noise"}
+SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.5, "max_iterations": 1000, "average": 1,
+                   "start": "noise"}
+STARTS = ("noise", "smooth")
 TRAJECTORY_FRAMES = 8  # frames kept at even steps of log sigma between sigma_0 and sigma_L
 
 ALGORITHM_SCHEMA = {
@@ -47,6 +50,9 @@ ALGORITHM_SCHEMA = {
     "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
              "description": "injected noise: 1 none, smaller more"},
     "max_iterations": {"type": "integer", "minimum": 1},
+    "start": {"enum": ["noise", "smooth"],
+              "description": "noise: the paper's start (grey plus noise of sigma_0); smooth: the data's smoothest "
+                             "fill plus noise of sigma_0 (use a smaller sigma_0: the coarse scales are there)"},
     "average": {"type": "integer", "minimum": 1,
                 "description": "mean of this many draws (nearer the posterior mean, higher PSNR; that many times the work)"},
 }
@@ -110,7 +116,7 @@ def check_prior(module) -> list[str]:
     return notes
 
 
-def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1):
+def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1, start="noise"):
     for name, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise BfcnnError(f"{name} must be a positive number, got {value!r}")
@@ -122,10 +128,12 @@ def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1):
         raise BfcnnError(f"max_iterations must be at least 1, got {max_iterations}")
     if int(average) < 1:
         raise BfcnnError(f"average must be at least 1, got {average}")
+    if start not in STARTS:
+        raise BfcnnError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
 
 
 def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, beta=None, max_iterations=None,
-            average=None, seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
+            average=None, start=None, seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
             consistent=True) -> Result:
     """Solve M x = measured for x with the denoiser's prior.
 
@@ -141,7 +149,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     """
     params = dict(defaults or DEFAULTS)
     for key, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta),
-                       ("max_iterations", max_iterations), ("average", average)):
+                       ("max_iterations", max_iterations), ("average", average), ("start", start)):
         if value is not None:
             params[key] = value
     check_params(**params)
@@ -175,6 +183,8 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     sigma_0, sigma_L, h0, beta = params["sigma_0"], params["sigma_L"], params["h0"], params["beta"]
     ones = torch.ones(shape, device=device)
     y = 0.5 * (ones - project(ones)) + back
+    if params.get("start") == "smooth" and measurement is not None:
+        y = smooth_fill(y, project, back)
     y = y + sigma_0 * torch.randn(shape, generator=generator, device=device)
     milestones = [sigma_0 * (sigma_L / sigma_0) ** (i / max(frames - 1, 1)) for i in range(frames)]
     trajectory = [y.clone()] if frames else []
@@ -240,6 +250,28 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     if clean is not None:
         report.update(quality(image, clean.to(image.device)))
     return Result(image=image, trajectory=trajectory, report=report)
+
+
+def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12):
+    """The smoothest image that agrees with the data, roughly: alternate a Gaussian blur of decreasing width with
+    putting the measured part back (projections onto convex sets): for holes a harmonic-like fill, for missing
+    pixels an interpolation, for super-resolution a smooth upsampling. Any measurement, no model."""
+    import torch.nn.functional as F
+
+    c = y.shape[1]
+    for scale in scales:
+        radius = min(3 * scale, (min(y.shape[-2:]) - 1) // 2)
+        if radius < 1:
+            continue
+        t = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
+        kernel = torch.exp(-0.5 * (t / scale) ** 2)
+        kernel = kernel / kernel.sum()
+        for _ in range(rounds):
+            blurred = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+            blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+            blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+            y = blurred - project(blurred) + back
+    return y
 
 
 def sample(model=None, shape=(3, 64, 64), n=1, seed=0, progress=True, device="cpu", **params) -> Result:
@@ -342,12 +374,15 @@ def add_algorithm_arguments(parser):
     parser.add_argument("--max-iterations", type=int, default=None)
     parser.add_argument("--average", type=int, default=None,
                         help="restore: the mean of this many draws (higher PSNR, that many times the work)")
+    parser.add_argument("--start", choices=STARTS, default=None,
+                        help="restore: noise (the paper's start) or smooth (the data's smoothest fill plus noise "
+                             "of sigma_0: pair it with a smaller --sigma-0)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def algorithm_params(args) -> dict:
     return {"sigma_0": args.sigma_0, "sigma_L": args.sigma_L, "h0": args.h0, "beta": args.beta,
-            "max_iterations": args.max_iterations, "average": args.average}
+            "max_iterations": args.max_iterations, "average": args.average, "start": args.start}
 
 
 def add_arguments(parser):
