@@ -17,7 +17,12 @@ class Measurement:
     A registered measurement's factory returns a callable `(shape, seed=0, device="cpu") -> Measurement`
     (`MeasurementFactory` makes one from a subclass); that callable may have `image_shape(degraded_shape)`, the
     shape of the image behind a degraded one (e.g. a factor bigger for super-resolution).
+
+    `restore_defaults`: the algorithm's parameters (bfcnn.restore.ALGORITHM_SCHEMA) that suit this measurement
+    better than the general defaults, as measured (benchmarks/bench_restore.py); the caller's values win.
     """
+
+    restore_defaults: dict = {}
 
     def __init__(self, shape, seed=0, device="cpu"):
         if len(shape) != 3 or min(shape) < 1:

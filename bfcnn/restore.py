@@ -140,7 +140,8 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: the shipped default).
     measurement: a `Measurement` built for the image shape (None: no constraint, i.e. sampling).
     measured: M x of the unknown images (N x ...), or for measurement None the batch shape (N, C, H, W).
-    sigma_0, sigma_L, h0, beta: the algorithm's parameters on the [0, 1] pixel scale (defaults: `DEFAULTS`).
+    sigma_0, sigma_L, h0, beta, start: the algorithm's parameters on the [0, 1] pixel scale (defaults: `DEFAULTS`,
+    updated by the measurement's `restore_defaults`).
     clean: the true images where known, for PSNR / SSIM in the report.
     consistent: replace the result's measured part by the data's, M^T m (an orthogonal projection, so the result
     can only come closer to the truth when the data are exact; the paper's code leaves f(y) as it is).
@@ -148,6 +149,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     0..255 units, seconds, the sigma of every step, PSNR / SSIM where `clean` is given).
     """
     params = dict(defaults or DEFAULTS)
+    params.update(getattr(measurement, "restore_defaults", None) or {})  # what suits this measurement
     for key, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta),
                        ("max_iterations", max_iterations), ("average", average), ("start", start)):
         if value is not None:

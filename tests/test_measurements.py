@@ -48,6 +48,13 @@ def check_contract(m, shape):
     assert (p.flatten(1).norm(dim=1) <= x.flatten(1).norm(dim=1) * (1 + 1e-5)).all()
     # the degraded image a person sees leads back to the same measurements
     assert torch.allclose(m.from_degraded(m.degrade(x)), y_of_x, atol=1e-3)
+    # its own defaults for the algorithm are valid parameters of it
+    import jsonschema
+    from bfcnn.restore import ALGORITHM_SCHEMA, check_params, DEFAULTS
+    own = getattr(m, "restore_defaults", {}) or {}
+    assert isinstance(own, dict) and set(own) <= set(ALGORITHM_SCHEMA), own
+    jsonschema.validate(own, {"type": "object", "properties": ALGORITHM_SCHEMA, "additionalProperties": False})
+    check_params(**{**DEFAULTS, **own})
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["color", "gray_odd"])

@@ -93,7 +93,7 @@ def test_restore_from_the_smooth_start(model):
     assert smooth.report["psnr"] > quality(m.adjoint(m.measure(x)), x)["psnr"] + 6
     # it starts near the fill, not from grey: the first frame is already near the image
     assert quality(smooth.trajectory[0], x)["psnr"] > 12
-    noise = restore(model, m, m.measure(x), clean=x, progress=False, sigma_0=0.2, **FAST)
+    noise = restore(model, m, m.measure(x), clean=x, progress=False, sigma_0=0.2, start="noise", **FAST)
     assert quality(noise.trajectory[0], x)["psnr"] < quality(smooth.trajectory[0], x)["psnr"] - 1
 
 
@@ -271,3 +271,17 @@ def test_a_bad_restore_section_stops_the_run_before_training(tmp_path, tiny_conf
     with pytest.raises(BfcnnError, match="not found"):
         bfcnn.run(config, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_measurement_brings_its_own_defaults_and_the_caller_wins(model):
+    x = synthetic(16)
+    m = bfcnn.build("measurement", {"type": "inpaint"})(x.shape[1:])
+    assert m.restore_defaults  # missing pixels start from the smooth fill
+    own = restore(model, m, m.measure(x), progress=False, max_iterations=3, frames=0).report["parameters"]
+    assert all(own[k] == v for k, v in m.restore_defaults.items())
+    asked = restore(model, m, m.measure(x), progress=False, max_iterations=3, frames=0, start="noise",
+                    sigma_0=0.5).report["parameters"]
+    assert asked["start"] == "noise" and asked["sigma_0"] == 0.5 and asked["beta"] == m.restore_defaults["beta"]
+    b = bfcnn.build("measurement", {"type": "block_average", "factor": 4})(x.shape[1:])
+    assert restore(model, b, b.measure(x), progress=False, max_iterations=3,
+                   frames=0).report["parameters"]["start"] == "noise"  # the paper's defaults elsewhere
