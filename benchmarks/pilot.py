@@ -39,6 +39,11 @@ CANDIDATES = {
     "drunet_small": ({"type": "drunet", "channels": 3, "filters": 16, "blocks": 2, "scales": 4}, 16, 48),
     "drunet_small_p96": ({"type": "drunet", "channels": 3, "filters": 16, "blocks": 2, "scales": 4}, 4, 96),
     "drunet_24x1": ({"type": "drunet", "channels": 3, "filters": 24, "blocks": 1, "scales": 4}, 16, 48),
+    # the winner's training settings (item 3 of the issue: batch norm or not, patch size, batch size)
+    "dncnn_small_nobn": ({"type": "dncnn", "channels": 3, "depth": 10, "filters": 32, "batchnorm": False}, 16, 48),
+    "dncnn_small_b8": ({"type": "dncnn", "channels": 3, "depth": 10, "filters": 32}, 8, 48),
+    "dncnn_small_p32": ({"type": "dncnn", "channels": 3, "depth": 10, "filters": 32}, 16, 32),
+    "dncnn_small_b8p64": ({"type": "dncnn", "channels": 3, "depth": 10, "filters": 32}, 8, 64),
 }
 # ordinary twins (biases, standard batch norm): the same spec with bias_free false
 for _name in list(CANDIDATES):

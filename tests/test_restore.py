@@ -209,8 +209,10 @@ def test_restore_command_writes_result_measurement_trajectory_and_report(tmp_pat
     # the small image back in, as measured data: a 32 x 32 result
     again = tmp_path / "again"
     assert main(["restore", "--task", "block_average:factor=4", "--measured", str(out / "photo_measured.png"),
-                 "-o", str(again), "-q", "--max-iterations", "3"]) == 0
+                 "-o", str(again), "-q", "--max-iterations", "3", "--start", "smooth", "--sigma-0", "0.2"]) == 0
     assert Image.open(again / "photo_measured.png").size == (32, 32)
+    used = json.loads((again / "report.json").read_text())["images"]
+    assert next(iter(used.values()))["parameters"]["start"] == "smooth"
 
 
 @pytest.mark.parametrize("task, message", [
