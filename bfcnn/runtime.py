@@ -185,6 +185,8 @@ class ExportedModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as bfcnn.engines: no threads
+        options.enable_mem_pattern = False  # spinning between tiles, no memory plan per tile shape (24 MP peak)
         try:
             self._session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
