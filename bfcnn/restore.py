@@ -50,7 +50,7 @@ ALGORITHM_SCHEMA = {
     "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
              "description": "injected noise: 1 none, smaller more"},
     "max_iterations": {"type": "integer", "minimum": 1},
-    "start": {"enum": ["noise", "smooth"],
+    "start": {"enum": list(STARTS),
               "description": "noise: the paper's start (grey plus noise of sigma_0); smooth: the data's smoothest "
                              "fill plus noise of sigma_0 (use a smaller sigma_0: the coarse scales are there)"},
     "average": {"type": "integer", "minimum": 1,
@@ -116,7 +116,7 @@ def check_prior(module) -> list[str]:
     return notes
 
 
-def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1, start="noise"):
+def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1, start=DEFAULTS["start"]):
     for name, value in (("sigma_0", sigma_0), ("sigma_L", sigma_L), ("h0", h0), ("beta", beta)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise BfcnnError(f"{name} must be a positive number, got {value!r}")
@@ -133,8 +133,8 @@ def check_params(sigma_0, sigma_L, h0, beta, max_iterations, average=1, start="n
 
 
 def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, beta=None, max_iterations=None,
-            average=None, start=None, seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES, defaults=None,
-            consistent=True) -> Result:
+            average=None, start=None, seed=0, progress=True, clean=None, device="cpu", frames=TRAJECTORY_FRAMES,
+            defaults=None, consistent=True) -> Result:
     """Solve M x = measured for x with the denoiser's prior.
 
     model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: the shipped default).
@@ -185,7 +185,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     sigma_0, sigma_L, h0, beta = params["sigma_0"], params["sigma_L"], params["h0"], params["beta"]
     ones = torch.ones(shape, device=device)
     y = 0.5 * (ones - project(ones)) + back
-    if params.get("start") == "smooth" and measurement is not None:
+    if params["start"] == "smooth" and measurement is not None:
         y = smooth_fill(y, project, back)
     y = y + sigma_0 * torch.randn(shape, generator=generator, device=device)
     milestones = [sigma_0 * (sigma_L / sigma_0) ** (i / max(frames - 1, 1)) for i in range(frames)]
@@ -268,10 +268,11 @@ def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12):
         t = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
         kernel = torch.exp(-0.5 * (t / scale) ** 2)
         kernel = kernel / kernel.sum()
+        across = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous()  # separable: a row, then a column
+        down = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()
         for _ in range(rounds):
             blurred = F.pad(y, (radius, radius, radius, radius), mode="reflect")
-            blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
-            blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+            blurred = F.conv2d(F.conv2d(blurred, across, groups=c), down, groups=c)
             y = blurred - project(blurred) + back
     return y
 

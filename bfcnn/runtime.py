@@ -185,8 +185,9 @@ class ExportedModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as bfcnn.engines: no threads
-        options.enable_mem_pattern = False  # spinning between tiles, no memory plan per tile shape (24 MP peak)
+        # as bfcnn.engines: no threads spinning between tiles, no memory plan per tile shape (the 24 MP peak)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_mem_pattern = False
         try:
             self._session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files

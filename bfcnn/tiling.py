@@ -100,8 +100,8 @@ def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
     `align` as in tiles().
     """
     height, width, channels = image.shape
-    rows, columns = grid(height, width, tile, margin, blend)
-    if len(rows) == len(columns) == 1:  # one window, the whole image: no weights to blend
+    parts = list(tiles(height, width, tile, margin, blend, align))
+    if len(parts) == 1:  # one window, the whole image: no weights to blend
         result = fn(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))[0].transpose(1, 2, 0)
         result = result.astype(np.float32, copy=False)
         if out is None:
@@ -110,7 +110,7 @@ def tiled_apply(image, fn, tile=512, margin=32, blend=16, out=None, align=1):
         return out
     out = np.zeros((height, width, channels), dtype=np.float32) if out is None else out
     norm = np.zeros((height, width, 1), dtype=np.float32)
-    for t in tiles(height, width, tile, margin, blend, align):
+    for t in parts:
         patch = np.ascontiguousarray(image[t.window].transpose(2, 0, 1)[None], dtype=np.float32)
         result = fn(patch)[0].transpose(1, 2, 0)[t.inner]
         out[t.keep] += result * t.weight[..., None]
