@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 import bfcnn  # noqa: E402
-from bfcnn.config import seed_noises  # noqa: E402
+from bfcnn.plugins.seed_format import seed_noises  # noqa: E402
 
 SEED_AUGMENTATIONS = {"random_rotate": 0.314, "random_up_down": True, "random_left_right": True}
 # the seed's three noise types, through the same mapping a seed config goes through

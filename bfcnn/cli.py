@@ -96,6 +96,10 @@ def cmd_plugins(args):
     for kind in registries.by_kind:
         for name in registries[kind].names():
             by_plugin.setdefault(registries[kind].get(name).plugin, []).append(f"{kind}:{name}")
+    for what, entries in (("stage", registries.stages), ("command", registries.commands),
+                          ("config_format", registries.config_formats)):
+        for name, entry in entries.items():
+            by_plugin.setdefault(entry.plugin, []).append(f"{what}:{name}")
     for plugin, items in by_plugin.items():
         print(f"{plugin}: {', '.join(items)}")
     for plugin, error in registries.failures.items():

@@ -1,4 +1,5 @@
-"""Pipeline configs: read YAML or JSON, map the seed's keys onto ours, validate against one JSON Schema.
+"""Pipeline configs: read YAML or JSON, map other formats onto ours (the registered config formats: the seed's
+keys), validate against one JSON Schema.
 
 The schema is assembled from the registered components' own schemas (`$defs/<kind>`), plus the section
 schemas of the stages (train, evaluate). Every problem is reported in one go, each with its path.
@@ -15,23 +16,6 @@ import yaml
 from .errors import BfcnnError, ConfigError
 from .registry import default_registries, resolve
 from .registry.schema import DRAFT, build, component_defs, ref, schema_problems, takes_registries  # noqa: F401
-
-# the seed kept its noise settings in `dataset`; they become entries of the `noise` section
-SEED_NOISE_KEYS = ("additional_noise", "multiplicative_noise", "subsample_size", "random_blur", "clip_value")
-NUMBERS = {"oneOf": [{"type": "number", "minimum": 0},
-                     {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}]}
-# the seed's dataset keys that are read while mapping them: checked first, so a list where a number goes is a
-# config error with its path, not a crash of the mapping
-SEED_DATASET_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "min_value": {"type": "number"}, "max_value": {"type": "number"},
-        "clip_value": {"type": "boolean"}, "random_blur": {"type": "boolean"},
-        "additional_noise": {"anyOf": [NUMBERS, {"type": ["boolean", "null"]}]},
-        "multiplicative_noise": {"anyOf": [NUMBERS, {"type": ["boolean", "null"]}]},
-        "subsample_size": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
-    },
-}
 
 
 def config_schema(registries=None) -> dict:
@@ -77,63 +61,21 @@ def read_file(path) -> dict:
     return data
 
 
-def from_seed(config: dict) -> dict:
-    """Map the original project's keys onto ours; a config in our own form passes through unchanged."""
-    config = copy.deepcopy(config)
-    problems = []
-    dataset = config.get("dataset")
-    if isinstance(dataset, dict):
-        dataset.setdefault("type", "image_folder")
-        seed_keys = [k for k in SEED_NOISE_KEYS if k in dataset]
-        if seed_keys and "noise" in config:
-            problems.append(f"dataset.{seed_keys[0]}: the seed's noise keys in `dataset` cannot be combined "
-                            "with a `noise` section; use one or the other")
-        elif seed_keys and schema_problems(dataset, SEED_DATASET_SCHEMA, "dataset"):
-            problems += schema_problems(dataset, SEED_DATASET_SCHEMA, "dataset")
-        elif seed_keys:
-            noises = seed_noises(dataset)
-            for key in seed_keys:
-                dataset.pop(key)
-            if noises:
-                config["noise"] = noises if len(noises) > 1 else noises[0]
-    if isinstance(config.get("noise"), list):
-        config["noise"] = {"type": "choice", "choices": config["noise"]}
-    loss = config.get("loss")
-    if isinstance(loss, dict) and "type" not in loss:
-        loss["type"] = "hinged_mae"
-    train = config.get("train")
-    if isinstance(train, dict) and isinstance(train.get("optimizer"), dict):
-        optimizer = train["optimizer"]
-        optimizer.setdefault("type", "adam")
-        if "gradient_clipping_by_norm" in optimizer:
-            train.setdefault("gradient_clipping_by_norm", optimizer.pop("gradient_clipping_by_norm"))
-        if "decay_rate" in optimizer or "decay_steps" in optimizer:
-            schedule = {"type": "exponential_decay"}
-            for key in ("decay_rate", "decay_steps"):
-                if key in optimizer:
-                    schedule[key] = optimizer.pop(key)
-            train.setdefault("schedule", schedule)
-    if isinstance(config.get("export"), dict):
-        config["export"] = [config["export"]]
-    if problems:
-        raise ConfigError(problems)
+def adapt(config: dict, registries=None) -> dict:
+    """Map a config written in another format onto ours: every registered config format's `adapt`, in order
+    (the built-in `seed` maps the original project's keys; a config in our own form passes through unchanged)."""
+    registries = registries or default_registries()
+    for config_format in registries.config_formats.values():
+        where = f"config format {config_format.name!r} (plugin {config_format.plugin!r})"
+        try:
+            config = resolve(config_format.adapt)(config)
+        except BfcnnError:
+            raise
+        except Exception as error:  # someone else's code may fail in any way: a clear message, not a traceback
+            raise ConfigError(f"{where} failed: {type(error).__name__}: {error}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where} returned a {type(config).__name__}, not a mapping of sections")
     return config
-
-
-def seed_noises(dataset: dict) -> list:
-    value_range = float(dataset.get("max_value", 255)) - float(dataset.get("min_value", 0))
-    clip = bool(dataset.get("clip_value", False))
-    noises = []
-    if dataset.get("additional_noise"):
-        noises.append({"type": "additive_gaussian", "sigma": dataset["additional_noise"],
-                       "value_range": value_range, "clip": clip})
-    if dataset.get("multiplicative_noise"):
-        noises.append({"type": "multiplicative_gaussian", "sigma": dataset["multiplicative_noise"],
-                       "blur": bool(dataset.get("random_blur", False)), "clip": clip})
-    size = dataset.get("subsample_size", -1)
-    if isinstance(size, int) and size > 0:
-        noises.append({"type": "subsample", "factor": size})
-    return noises
 
 
 def validate(config: dict, registries=None) -> dict:
@@ -234,5 +176,5 @@ def load_config(path_or_mapping, overrides=(), registries=None) -> dict:
     else:
         config = read_file(path_or_mapping)
     config = apply_overrides(config, overrides)
-    config = from_seed(config)
+    config = adapt(config, registries)
     return validate(config, registries)

@@ -166,7 +166,9 @@ def test_list_and_plugins(capsys):
     out = capsys.readouterr().out
     assert "additive_gaussian" in out and "dncnn" not in out
     assert cli.main(["plugins"]) == 0
-    assert "bfcnn.plugins.models" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bfcnn.plugins.models" in out and "model:dncnn" in out
+    assert "stage:train" in out and "command:denoise" in out and "bfcnn.plugins.seed_format: config_format:seed" in out
 
 
 def test_seed_train_command_keeps_working(tmp_path, tiny_config):

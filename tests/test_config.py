@@ -7,8 +7,10 @@ import pytest
 import yaml
 
 import bfcnn
-from bfcnn.config import config_schema, from_seed, load_config
+from bfcnn.config import config_schema, load_config
+from bfcnn.plugins.seed_format import from_seed
 from bfcnn.errors import BfcnnError, ConfigError
+from bfcnn.registry import hookimpl
 
 # The original project's README examples, assembled into one pipeline config, exactly as written there.
 SEED_CONFIG = {
@@ -165,6 +167,88 @@ def test_seed_config_maps_onto_ours():
     assert config["train"]["schedule"] == {"type": "exponential_decay", "decay_rate": 0.9, "decay_steps": 50000}
     assert config["train"]["gradient_clipping_by_norm"] == 1.0
     assert SEED_CONFIG["dataset"]["additional_noise"] == [5, 10, 20]  # the input is not modified
+
+
+class OtherFormat:
+    """A plugin's config format: another tool's `training:` section and `epochs` key, in bfcnn's form."""
+
+    @hookimpl
+    def register_config_formats(self, register):
+        def adapt(config):
+            if "training" not in config:
+                return config
+            config = {k: v for k, v in config.items() if k != "training"}
+            training = config.pop("training_defaults", {})
+            if not isinstance(training, dict):
+                raise ConfigError(["training_defaults: not a mapping"])
+            config["train"] = {"total_steps": 100 * int(training.get("epochs", 1))}
+            return config
+        register("other_tool", adapt, "another tool's keys")
+
+
+def test_a_plugin_config_format_maps_its_configs_and_leaves_ours_alone(tiny_config):
+    from bfcnn.registry import load_registries
+
+    registries = load_registries(extra_plugins=[OtherFormat()], autoload=False)
+    assert list(registries.config_formats) == ["seed", "other_tool"]  # the built-in first, then plugins
+    assert registries.config_formats["seed"].plugin == "bfcnn.plugins.seed_format"
+    theirs = {k: v for k, v in tiny_config.items() if k != "train"}
+    config = load_config({**theirs, "training": {}, "training_defaults": {"epochs": 3}}, registries=registries)
+    assert config["train"]["total_steps"] == 300 and "training" not in config
+    assert load_config(tiny_config, registries=registries)["train"] == tiny_config["train"]  # ours: unchanged
+    # both formats run: the seed's keys and the plugin's in one config
+    seed_style = {**theirs, "training": {}, "loss": {}}
+    assert load_config(seed_style, registries=registries)["loss"]["type"] == "hinged_mae"
+    with pytest.raises(ConfigError, match="training_defaults: not a mapping"):
+        load_config({**theirs, "training": {}, "training_defaults": [1]}, registries=registries)
+    # without the plugin its keys are what they are: unknown sections, reported by the schema
+    with pytest.raises(ConfigError, match="training"):
+        load_config({**theirs, "training": {}})
+
+
+def test_config_format_registrations_are_checked():
+    from bfcnn.errors import DuplicateComponentError
+    from bfcnn.registry import load_registries
+
+    class Twice:
+        @hookimpl
+        def register_config_formats(self, register):
+            register("seed", lambda config: config)
+
+    with pytest.raises(DuplicateComponentError, match="config format 'seed' is registered twice"):
+        load_registries(extra_plugins=[Twice()], autoload=False)
+
+    class Broken:
+        @hookimpl
+        def register_config_formats(self, register):
+            register("", lambda config: config)
+            register("no_adapt", None)
+
+    registries = load_registries(extra_plugins=[Broken()], autoload=False)
+    assert list(registries.config_formats) == ["seed"] and "Broken" in registries.failures
+
+
+def test_a_config_format_that_crashes_is_a_config_error_naming_it(tiny_config):
+    """A loader nothing can crash: a plugin's adapt that raises anything becomes a clear ConfigError (exit 2)."""
+    from bfcnn.registry import load_registries
+
+    class Crashing:
+        @hookimpl
+        def register_config_formats(self, register):
+            register("crashing", lambda config: config["nothing"], "fails on every config")
+
+    registries = load_registries(extra_plugins=[Crashing()], autoload=False)
+    with pytest.raises(ConfigError, match="config format 'crashing' .plugin 'Crashing'. failed: KeyError"):
+        load_config(tiny_config, registries=registries)
+
+    class NotAMapping:
+        @hookimpl
+        def register_config_formats(self, register):
+            register("listy", lambda config: [config])
+
+    registries = load_registries(extra_plugins=[NotAMapping()], autoload=False)
+    with pytest.raises(ConfigError, match="config format 'listy' .plugin 'NotAMapping'. returned a list"):
+        load_config(tiny_config, registries=registries)
 
 
 def test_seed_config_validates_as_written(tmp_path):

@@ -1,5 +1,5 @@
 """The plugin contract: one hook per component kind, each given a `register` callable, plus one for pipeline
-stages and one for `bfcnn` sub-commands.
+stages, one for `bfcnn` sub-commands and one for config formats.
 
 `register(name, factory, schema=None, summary="", check=None)`: `factory(**params)` builds the component from its
 config mapping minus the `type` key (a factory with a `registries` keyword also gets the registries it is built
@@ -81,3 +81,11 @@ def register_commands(register):
     """Register `bfcnn` sub-commands: `register(name, add_arguments, command, help="")`, or `register(name,
     module="package.module")` for a module with `add_arguments(parser)` and `command(args)` whose docstring's
     first line is the help. Functions may be "module:function" strings, imported only when the command runs."""
+
+
+@hookspec
+def register_config_formats(register):
+    """Register config formats: `register(name, adapt, summary="")`, `adapt(config) -> config` maps a config
+    written in another format (the original project's, another tool's) onto bfcnn's before it is validated; a
+    config already in bfcnn's form passes through unchanged. Every registered format's `adapt` runs, in
+    registration order; problems it finds raise `bfcnn.ConfigError` (each "dotted.path: what is wrong")."""

@@ -21,20 +21,21 @@ LIGHT_BUILTIN_PLUGINS = ("bfcnn.plugins.stages", "bfcnn.plugins.commands")
 BUILTIN_PLUGINS = tuple(
     f"bfcnn.plugins.{name}"
     for name in ("noises", "models", "losses", "optimizers", "schedules", "datasets", "metrics", "exporters",
-                 "pretrained", "measurements")
+                 "pretrained", "measurements", "seed_format")
 ) + LIGHT_BUILTIN_PLUGINS
 
 
 @dataclass
 class Registries:
-    """Everything the plugins registered: one Registry per kind, the stages and the commands (name -> Stage,
-    name -> Command, in registration order), and the plugins that failed to load."""
+    """Everything the plugins registered: one Registry per kind, the stages, the commands and the config formats
+    (name -> Stage, Command, ConfigFormat, in registration order), and the plugins that failed to load."""
 
     by_kind: dict
     plugin_manager: pluggy.PluginManager
     failures: dict = field(default_factory=dict)  # plugin name -> error text
     stages: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)
+    config_formats: dict = field(default_factory=dict)
 
     def __getitem__(self, kind) -> Registry:
         return self.by_kind[kind]

@@ -1,4 +1,4 @@
-"""Pipeline stages and `bfcnn` sub-commands, registered by plugins like the components.
+"""Pipeline stages, `bfcnn` sub-commands and config formats, registered by plugins like the components.
 
 A stage runs for its config section: `bfcnn run` runs, in registration order (the built-in train, evaluate and
 export first), every stage whose section the config has. A command is a sub-command of `bfcnn`. Functions may
@@ -101,4 +101,26 @@ def add_command(commands: dict, name, add_arguments=None, command=None, help=Non
     commands[name] = Command(name, add_arguments, command, help or "", plugin)
 
 
-ADDERS: dict[str, Callable] = {"register_stages": add_stage, "register_commands": add_command}
+@dataclass(frozen=True)
+class ConfigFormat:
+    """`adapt(config) -> config`: another format's config in bfcnn's form (a config in bfcnn's form unchanged)."""
+
+    name: str
+    adapt: Any
+    summary: str
+    plugin: str
+
+
+def add_config_format(formats: dict, name, adapt, summary="", plugin="?"):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"plugin {plugin!r}: a config format's name must be a non-empty string, got {name!r}")
+    if not (callable(adapt) or isinstance(adapt, str)):
+        raise ValueError(f"plugin {plugin!r}: config format {name!r} needs adapt (a callable or 'module:function')")
+    if name in formats:
+        raise DuplicateComponentError(f"config format {name!r} is registered twice: by plugin "
+                                      f"{formats[name].plugin!r} and by plugin {plugin!r}")
+    formats[name] = ConfigFormat(name, adapt, summary, plugin)
+
+
+ADDERS: dict[str, Callable] = {"register_stages": add_stage, "register_commands": add_command,
+                               "register_config_formats": add_config_format}
