@@ -146,7 +146,8 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     consistent: replace the result's measured part by the data's, M^T m (an orthogonal projection, so the result
     can only come closer to the truth when the data are exact; the paper's code leaves f(y) as it is).
     Returns a `Result`: the image (unclamped), `frames` frames of y, and a report (iterations, final sigma in
-    0..255 units, seconds, the sigma of every step, PSNR / SSIM where `clean` is given).
+    0..255 units, seconds, the sigma of every step, PSNR / SSIM where `clean` is given, and then for the smooth
+    start also `start_psnr`, the fill's alone).
     """
     params = dict(defaults or DEFAULTS)
     params.update(getattr(measurement, "restore_defaults", None) or {})  # what suits this measurement
@@ -185,8 +186,9 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     sigma_0, sigma_L, h0, beta = params["sigma_0"], params["sigma_L"], params["h0"], params["beta"]
     ones = torch.ones(shape, device=device)
     y = 0.5 * (ones - project(ones)) + back
+    fill = None
     if params["start"] == "smooth" and measurement is not None:
-        y = smooth_fill(y, project, back)
+        y = fill = smooth_fill(y, project, back)
     y = y + sigma_0 * torch.randn(shape, generator=generator, device=device)
     milestones = [sigma_0 * (sigma_L / sigma_0) ** (i / max(frames - 1, 1)) for i in range(frames)]
     trajectory = [y.clone()] if frames else []
@@ -251,6 +253,11 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
                     "try a smaller h0 or a larger beta" if diverged else "raise max_iterations or h0")
     if clean is not None:
         report.update(quality(image, clean.to(image.device)))
+        if fill is not None:  # the start alone (no model): what the prior added is the difference
+            fill = fill[::draws]
+            if gray_through_color:
+                fill = fill.mean(dim=1, keepdim=True)
+            report["start_psnr"] = quality(fill, clean.to(fill.device))["psnr"]
     return Result(image=image, trajectory=trajectory, report=report)
 
 

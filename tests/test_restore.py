@@ -115,11 +115,16 @@ def test_restore_from_the_smooth_start(model):
     m = bfcnn.build("measurement", {"type": "random_pixels", "fraction": 0.2})(x.shape[1:], seed=1)
     smooth = restore(model, m, m.measure(x), clean=x, progress=False, start="smooth", sigma_0=0.2, **FAST)
     assert smooth.report["converged"] and smooth.report["parameters"]["start"] == "smooth"
+    back = m.adjoint(m.measure(x))
+    ones = torch.ones_like(x)
+    alone = quality(smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back), x)["psnr"]
+    assert smooth.report["start_psnr"] == pytest.approx(alone, abs=1e-3)  # the report says what the start gave
     assert smooth.report["psnr"] > quality(m.adjoint(m.measure(x)), x)["psnr"] + 6
     # it starts near the fill, not from grey: the first frame is already near the image
     assert quality(smooth.trajectory[0], x)["psnr"] > 12
     noise = restore(model, m, m.measure(x), clean=x, progress=False, sigma_0=0.2, start="noise", **FAST)
     assert quality(noise.trajectory[0], x)["psnr"] < quality(smooth.trajectory[0], x)["psnr"] - 1
+    assert "start_psnr" not in noise.report  # grey is no estimate
 
 
 def test_gray_data_through_a_colour_model_stays_gray(model):
@@ -133,6 +138,11 @@ def test_gray_data_through_a_colour_model_stays_gray(model):
     result = restore(model, m, m.measure(x), clean=x, progress=False, **FAST)
     assert result.image.shape == x.shape and all(frame.shape == x.shape for frame in result.trajectory)
     assert result.report["psnr"] > quality(m.adjoint(m.measure(x)), x)["psnr"] + 5
+    back = m.adjoint(m.measure(x))  # the start alone, reported on the gray image too
+    ones = torch.ones_like(x)
+    alone = quality(smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back), x)["psnr"]
+    assert result.report["parameters"]["start"] == "smooth"
+    assert result.report["start_psnr"] == pytest.approx(alone, abs=1e-3)
 
 
 def test_sample_draws_images_of_the_asked_shape(model):
