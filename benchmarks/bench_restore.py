@@ -16,7 +16,7 @@ measurements through bfcnn.restore (the shipped model unless --model) and throug
   compressive    25% random orthonormal measurements   vs  the least-norm solution M^T y
   lowpass        the lowest quarter of the DCT per axis vs  the least-norm solution (zero-filled spectrum)
 
-A column "smooth fill (no model)" shows the start `start: smooth` begins from (the data's harmonic fill), so
+A column "smooth fill (no model)" shows the start `start: smooth` begins from (bfcnn.restore.smooth_fill), so
 what the model's prior adds can be read off. PSNR is on [0, 1] with the result clamped, whole crops.
 """
 
@@ -112,8 +112,8 @@ def baselines(task, m, x, degraded, y):
 
 
 def fill(m, y):
-    """The smooth start alone (bfcnn.restore.smooth_fill: the data's least-gradient-energy fill, no model): what
-    the prior adds is the difference."""
+    """The smooth start alone (bfcnn.restore.smooth_fill: the data's least-energy spline fill, no model): what the
+    prior adds is the difference."""
     back = m.adjoint(y)
     ones = torch.ones_like(back)
     return smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back)

@@ -261,15 +261,17 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     return Result(image=image, trajectory=trajectory, report=report)
 
 
-def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12, iterations=500, tolerance=1e-4):
-    """The smoothest image that agrees with the data: of all x with M x = m, the one of least gradient energy
-    |grad x|^2 (a harmonic fill: for holes the membrane across them, for missing pixels an interpolation that
-    never overshoots the data, for super-resolution a smooth upsampling). Any measurement, no model.
+def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12, membrane=0.5, iterations=500,
+                tolerance=1e-4):
+    """The smoothest image that agrees with the data: of all x with M x = m, the one of least
+    membrane |grad x|^2 + (1 - membrane) |laplacian x|^2, a spline in tension (membrane 1: the harmonic fill,
+    whose kinks at the data points show; 0: the thin plate, the biharmonic fill, which overshoots near edges; the
+    default 0.5 is between them at the scale of a pixel and harmonic above it). For holes a fill across them, for
+    missing pixels an interpolation, for super-resolution a smooth upsampling. Any measurement, no model.
 
     A coarse-to-fine start (a Gaussian blur of decreasing width alternated with putting the measured part back:
-    projections onto convex sets) is refined by conjugate gradients on the energy in the unmeasured subspace,
-    (I - P) L (I - P) v = -(I - P) L m' with L the (Neumann) Laplacian's negative and m' = M^T m, for at most
-    `iterations` steps or until the residual falls to `tolerance` of where it began, per image."""
+    projections onto convex sets) is refined by conjugate gradients on the energy in the unmeasured subspace
+    for at most `iterations` steps, or until the residual falls to `tolerance` of where it began, per image."""
     import torch.nn.functional as F
 
     c = y.shape[1]
@@ -286,11 +288,12 @@ def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12, iterations
             blurred = F.pad(y, (radius, radius, radius, radius), mode="reflect")
             blurred = F.conv2d(F.conv2d(blurred, across, groups=c), down, groups=c)
             y = blurred - project(blurred) + back
-    return harmonic_refine(y, project, back, iterations, tolerance)
+    return spline_refine(y, project, back, membrane, iterations, tolerance)
 
 
 def dirichlet(u):
-    """G^T G u for G the forward differences inside the image (the gradient of 0.5 |grad u|^2)."""
+    """G^T G u for G the forward differences inside the image: the gradient of 0.5 |grad u|^2 (the negative of
+    the Laplacian with Neumann borders)."""
     out = torch.zeros_like(u)
     dx = u[..., :, 1:] - u[..., :, :-1]
     dy = u[..., 1:, :] - u[..., :-1, :]
@@ -301,19 +304,26 @@ def dirichlet(u):
     return out
 
 
-def harmonic_refine(y, project, back, iterations=500, tolerance=1e-4):
-    """Conjugate gradients from y towards the least-gradient-energy image with the same measured part."""
+def spline_energy(u, membrane):
+    """The gradient of 0.5 (membrane |grad u|^2 + (1 - membrane) |laplacian u|^2): a symmetric operator A u."""
+    g = dirichlet(u)
+    return g if membrane == 1 else membrane * g + (1 - membrane) * dirichlet(g)
+
+
+def spline_refine(y, project, back, membrane, iterations, tolerance):
+    """Conjugate gradients from y towards the least-energy image (`spline_energy`) with the same measured part:
+    (I - P) A (I - P) v = -(I - P) A M^T m, the result M^T m + (I - P) v."""
     free = lambda v: v - project(v)  # noqa: E731
     dot = lambda a, b: (a * b).flatten(1).sum(dim=1).view(-1, 1, 1, 1)  # noqa: E731 (per image)
     v = free(y)
-    r = -free(dirichlet(v + back))
+    r = -free(spline_energy(v + back, membrane))
     p = r.clone()
     rs = dot(r, r)
     stop = rs * tolerance ** 2
     for _ in range(int(iterations)):
         if bool((rs <= stop).all()):
             break
-        ap = free(dirichlet(p))
+        ap = free(spline_energy(p, membrane))
         alpha = torch.where(rs > stop, rs / dot(p, ap).clamp_min(1e-30), torch.zeros_like(rs))
         v = v + alpha * p
         r = r - alpha * ap

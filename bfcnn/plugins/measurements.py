@@ -27,11 +27,10 @@ def check_fraction(name, fraction):
 class PixelSubset(Measurement):
     """Measures the pixels where `known` (H x W bool) is true, every channel: y is N x C x K."""
 
-    # missing pixels: from the data's smooth (harmonic) fill at a low noise level, fewer and gentler steps. On
-    # 64 x 64 crops of Kodak24 / Set12 with the shipped model the smooth start beat the paper's start from grey
-    # noise by 1.2-1.8 dB on a box hole and 0.5-1.2 dB on 10 % random pixels, in 4 to 14 times fewer steps; the
-    # exact harmonic fill added 0.3-0.8 dB over the coarse-to-fine blur alone, and sigma_0 0.05 beat 0.1 by
-    # 0.1-0.4 dB (one draw) on crops the choice was not made on (BENCHMARKS.md)
+    # missing pixels: from the data's smooth fill (bfcnn.restore.smooth_fill) at a low noise level, fewer and
+    # gentler steps. On 64 x 64 crops of Kodak24 / Set12 with the shipped model the smooth start beat the paper's
+    # start from grey noise by 1.2-1.8 dB on a box hole and 0.5-1.2 dB on 10 % random pixels, in 4 to 14 times
+    # fewer steps; sigma_0 0.05 beat 0.1 and 0.025 (one draw) on the first 12 crops of each set (BENCHMARKS.md)
     restore_defaults = {"start": "smooth", "sigma_0": 0.05, "beta": 0.5}
 
     def set_known(self, known):
