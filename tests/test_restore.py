@@ -299,6 +299,12 @@ def test_a_run_trains_then_restores_with_a_psnr_table(tmp_path, tiny_config):
     assert all(r["test_set"] == "sample_photos" and r["iterations"] == 5 and r["psnr"] > 0 for r in results)
     table = (tmp_path / "run" / "restoration" / "results.md").read_text()
     assert "| sample_photos | block_average(factor=4) | 1 |" in table
+    inpaint, block = results  # the smooth start (inpaint's default) reports the start alone; the paper's does not
+    assert 0 < inpaint["start_psnr"] and "start_psnr" not in block
+    assert table.splitlines()[-1].split("|")[7].strip() == "-"
+    used = json.loads((tmp_path / "run" / "restoration" / "results.json").read_text())["parameters"]
+    assert used["inpaint"]["start"] == "smooth" and used["block_average(factor=4)"]["start"] == "noise"
+    assert used["inpaint"]["max_iterations"] == 5
     assert (tmp_path / "run" / "restoration" / "images" / "sample_photos" / "inpaint" / "astronaut.png").is_file()
 
 
