@@ -510,9 +510,11 @@ def command(args) -> int:
             entry["measured_least_norm"] = quality(measurement.adjoint(measured), clean)
         entry["files"] = write_outputs(output_dir, stem, result, shown)
         report["images"][name] = entry
+        scores = f", PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.3f}" if clean is not None else ""
+        if "start_psnr" in entry:
+            scores += f" (the smooth start alone: {entry['start_psnr']:.2f} dB)"
         print(f"{name}: {entry['iterations']} steps, sigma {entry['final_sigma'][0]:.2f}/255, "
-              f"{entry['seconds']:.1f} s" + (f", PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.3f}"
-                                             if clean is not None else ""))
+              f"{entry['seconds']:.1f} s{scores}")
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     return 0
 

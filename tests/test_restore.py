@@ -252,6 +252,14 @@ def test_restore_command_writes_result_measurement_trajectory_and_report(tmp_pat
     assert next(iter(used.values()))["parameters"]["start"] == "smooth"
 
 
+def test_restore_command_says_what_the_smooth_start_alone_gave(tmp_path, photo, capsys):
+    assert main(["restore", "--task", "inpaint", str(photo), "-o", str(tmp_path / "out"), "-q",
+                 "--max-iterations", "3"]) == 0
+    line = capsys.readouterr().out
+    entry = json.loads((tmp_path / "out" / "report.json").read_text())["images"][str(photo)]
+    assert f"PSNR {entry['psnr']:.2f} dB" in line and f"the smooth start alone: {entry['start_psnr']:.2f} dB" in line
+
+
 @pytest.mark.parametrize("task, message", [
     ("block_average:factor=8", "does not divide"),     # 8 does not divide 36
     ("random_pixels:fraction=0", "fraction"),
