@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import bfcnn  # noqa: E402
-from bfcnn.restore import restore, sample, smooth_fill  # noqa: E402
+from bfcnn.restore import data_fill, restore, sample  # noqa: E402
 
 DATA = next((p / "shared" / "data" / "test" for p in Path(__file__).resolve().parents[1:4]
              if (p / "shared" / "data").is_dir()), Path("missing"))
@@ -111,14 +111,6 @@ def baselines(task, m, x, degraded, y):
     return {"least-norm M^T y": hwc(m.adjoint(y))}
 
 
-def fill(m, y):
-    """The smooth start alone (bfcnn.restore.smooth_fill: the data's least-energy spline fill, no model): what the
-    prior adds is the difference."""
-    back = m.adjoint(y)
-    ones = torch.ones_like(back)
-    return smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back)
-
-
 def quality(args):
     model = bfcnn.load_model(args.model, device="cpu")
     sets = [("Kodak24", False), ("Set12", True)]
@@ -139,7 +131,7 @@ def quality(args):
                     row[prior_name(k)] = psnr(hwc(result.image), hwc(x))
                     if k == args.average[0]:
                         row.update(iterations=result.report["iterations"], seconds=result.report["seconds"])
-                row["smooth fill (no model)"] = psnr(hwc(fill(m, y)), hwc(x))
+                row["smooth fill (no model)"] = psnr(hwc(data_fill(m, y)), hwc(x))  # the start alone
                 for method, image in baselines(task, m, x, degraded, y).items():
                     row[method] = psnr(image, hwc(x))
                 rows.append(row)

@@ -184,11 +184,11 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
         back = measurement.adjoint(measured)
     numel = shape[1] * shape[2] * shape[3]
     sigma_0, sigma_L, h0, beta = params["sigma_0"], params["sigma_L"], params["h0"], params["beta"]
-    ones = torch.ones(shape, device=device)
-    y = 0.5 * (ones - project(ones)) + back
+    y = grey_start(project, back)
     fill = None
-    if params["start"] == "smooth" and measurement is not None:
-        y = fill = smooth_fill(y, project, back)
+    if params["start"] == "smooth" and measurement is not None:  # deterministic: once per image, not per draw
+        fill = smooth_fill(y[::draws], project, back[::draws])
+        y = fill.repeat_interleave(draws, dim=0)
     y = y + sigma_0 * torch.randn(shape, generator=generator, device=device)
     milestones = [sigma_0 * (sigma_L / sigma_0) ** (i / max(frames - 1, 1)) for i in range(frames)]
     trajectory = [y.clone()] if frames else []
@@ -254,11 +254,22 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
     if clean is not None:
         report.update(quality(image, clean.to(image.device)))
         if fill is not None:  # the start alone (no model): what the prior added is the difference
-            fill = fill[::draws]
             if gray_through_color:
                 fill = fill.mean(dim=1, keepdim=True)
             report["start_psnr"] = quality(fill, clean.to(fill.device))["psnr"]
     return Result(image=image, trajectory=trajectory, report=report)
+
+
+def grey_start(project, back):
+    """The paper's start before its noise: the data M^T m where measured, grey (0.5) elsewhere."""
+    ones = torch.ones_like(back)
+    return 0.5 * (ones - project(ones)) + back
+
+
+def data_fill(measurement, measured):
+    """The smooth start alone (no model, no noise) for M x = measured: `smooth_fill` from the grey start."""
+    back = measurement.adjoint(measured)
+    return smooth_fill(grey_start(measurement.project, back), measurement.project, back)
 
 
 def smooth_fill(y, project, back, scales=(16, 8, 4, 2, 1), rounds=12, membrane=0.5, iterations=500,
@@ -604,7 +615,7 @@ def restore_stage(config: dict, output_dir, model=None) -> dict:
                              "psnr": result.report["psnr"], "ssim": result.report["ssim"],
                              "least_norm_psnr": least_norm["psnr"], "start_psnr": result.report.get("start_psnr"),
                              "iterations": result.report["iterations"], "seconds": result.report["seconds"]})
-                used[label] = result.report["parameters"]
+                used[label] = {k: v for k, v in result.report["parameters"].items() if k != "seed"}  # per image
                 log.info("restore: %s/%s %s: %.2f dB (least-norm %.2f dB), %d steps", set_name, image_name, label,
                          rows[-1]["psnr"], least_norm["psnr"], rows[-1]["iterations"])
                 if index < save:

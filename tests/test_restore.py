@@ -12,7 +12,7 @@ from PIL import Image
 import bfcnn
 from bfcnn.cli import main
 from bfcnn.errors import BfcnnError
-from bfcnn.restore import Replicated, parse_task, quality, restore, sample, smooth_fill
+from bfcnn.restore import Replicated, data_fill, grey_start, parse_task, quality, restore, sample, smooth_fill
 from conftest import SHARED_DATA, needs_shared_data
 
 FAST = {"h0": 0.05, "beta": 0.05}  # fewer steps than the defaults: these tests check behaviour, not quality
@@ -78,8 +78,7 @@ def test_the_smooth_start_agrees_with_the_data_and_is_nearer_the_image(task):
     x = synthetic()
     m = bfcnn.build("measurement", task)(x.shape[1:], seed=3)
     back = m.adjoint(m.measure(x))
-    ones = torch.ones_like(x)
-    grey = 0.5 * (ones - m.project(ones)) + back
+    grey = grey_start(m.project, back)
     fill = smooth_fill(grey, m.project, back)
     assert torch.allclose(m.measure(fill), m.measure(x), atol=1e-4)
     assert quality(fill, x)["psnr"] > quality(grey, x)["psnr"] + 1.5
@@ -99,8 +98,7 @@ def test_the_smooth_fill_is_the_least_energy_fill(membrane):
     for task in ({"type": "inpaint", "box": [8, 6, 16, 20]}, {"type": "random_pixels", "fraction": 0.1}):
         m = bfcnn.build("measurement", task)(ramp.shape[1:], seed=2)
         back = m.adjoint(m.measure(ramp))
-        ones = torch.ones_like(ramp)
-        grey = 0.5 * (ones - m.project(ones)) + back
+        grey = grey_start(m.project, back)
         fill = smooth_fill(grey, m.project, back, membrane=membrane, iterations=2000, tolerance=1e-6)
         if task["type"] == "inpaint":  # the hole is inside, two pixels or more from the border: the ramp
             assert torch.allclose(fill, ramp, atol=2e-3), (fill - ramp).abs().max()
@@ -117,9 +115,7 @@ def test_restore_from_the_smooth_start(model):
     m = bfcnn.build("measurement", {"type": "random_pixels", "fraction": 0.2})(x.shape[1:], seed=1)
     smooth = restore(model, m, m.measure(x), clean=x, progress=False, start="smooth", sigma_0=0.2, **FAST)
     assert smooth.report["converged"] and smooth.report["parameters"]["start"] == "smooth"
-    back = m.adjoint(m.measure(x))
-    ones = torch.ones_like(x)
-    alone = quality(smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back), x)["psnr"]
+    alone = quality(data_fill(m, m.measure(x)), x)["psnr"]
     assert smooth.report["start_psnr"] == pytest.approx(alone, abs=1e-3)  # the report says what the start gave
     assert smooth.report["psnr"] > quality(m.adjoint(m.measure(x)), x)["psnr"] + 6
     # it starts near the fill, not from grey: the first frame is already near the image
@@ -140,9 +136,7 @@ def test_gray_data_through_a_colour_model_stays_gray(model):
     result = restore(model, m, m.measure(x), clean=x, progress=False, **FAST)
     assert result.image.shape == x.shape and all(frame.shape == x.shape for frame in result.trajectory)
     assert result.report["psnr"] > quality(m.adjoint(m.measure(x)), x)["psnr"] + 5
-    back = m.adjoint(m.measure(x))  # the start alone, reported on the gray image too
-    ones = torch.ones_like(x)
-    alone = quality(smooth_fill(0.5 * (ones - m.project(ones)) + back, m.project, back), x)["psnr"]
+    alone = quality(data_fill(m, m.measure(x)), x)["psnr"]  # the start alone, reported on the gray image too
     assert result.report["parameters"]["start"] == "smooth"
     assert result.report["start_psnr"] == pytest.approx(alone, abs=1e-3)
 
@@ -312,7 +306,7 @@ def test_a_run_trains_then_restores_with_a_psnr_table(tmp_path, tiny_config):
     assert table.splitlines()[-1].split("|")[7].strip() == "-"
     used = json.loads((tmp_path / "run" / "restoration" / "results.json").read_text())["parameters"]
     assert used["inpaint"]["start"] == "smooth" and used["block_average(factor=4)"]["start"] == "noise"
-    assert used["inpaint"]["max_iterations"] == 5
+    assert used["inpaint"]["max_iterations"] == 5 and "seed" not in used["inpaint"]  # the seed is per image
     assert (tmp_path / "run" / "restoration" / "images" / "sample_photos" / "inpaint" / "astronaut.png").is_file()
 
 
