@@ -78,6 +78,18 @@ def adapt(config: dict, registries=None) -> dict:
     return config
 
 
+def fill_defaults(config: dict, registries=None) -> dict:
+    """The config with the sections that the stages it runs read and it lacks, from the stages' `defaults` (the
+    train stage's noise and loss); the first stage to name a section gives it. The config itself is unchanged."""
+    registries = registries or default_registries()
+    filled = dict(config)
+    for name, stage in registries.stages.items():
+        if name in config:
+            for section, spec in (stage.defaults or {}).items():
+                filled.setdefault(section, copy.deepcopy(spec))
+    return filled
+
+
 def validate(config: dict, registries=None) -> dict:
     """Validate a config already in our own form; raise ConfigError listing every problem.
 
@@ -177,4 +189,4 @@ def load_config(path_or_mapping, overrides=(), registries=None) -> dict:
         config = read_file(path_or_mapping)
     config = apply_overrides(config, overrides)
     config = adapt(config, registries)
-    return validate(config, registries)
+    return validate(fill_defaults(config, registries), registries)

@@ -83,6 +83,50 @@ def test_stage_registrations_are_checked():
     assert "Reserved" in registries.failures
 
 
+def test_the_train_stage_fills_its_noise_and_loss_from_its_own_defaults(tiny_config, tmp_path):
+    from bfcnn.plugins.stages import TRAIN_DEFAULTS
+
+    given = {k: v for k, v in tiny_config.items() if k not in ("noise", "loss")}
+    config = bfcnn.load_config(given)
+    assert config["noise"] == TRAIN_DEFAULTS["noise"] and config["loss"] == TRAIN_DEFAULTS["loss"]
+    assert "noise" not in given and "loss" not in given  # the caller's mapping is left as it was
+    config["noise"]["sigma_range"][1] = 7  # a copy: the registered default stays as it was
+    assert TRAIN_DEFAULTS["noise"]["sigma_range"] == [0, 55]
+    assert bfcnn.load_config(tiny_config)["noise"] == tiny_config["noise"]  # a given section wins
+    evaluate_only = {"model": tiny_config["model"], "evaluate": {"directories": [str(tmp_path)]}}
+    assert "noise" not in bfcnn.load_config(evaluate_only)  # no stage that reads it runs
+    from bfcnn.train import Trainer
+
+    with pytest.raises(bfcnn.BfcnnError, match="no noise or loss section"):
+        Trainer(given, tmp_path / "never")
+
+
+def test_a_plugin_stage_declares_the_sections_it_reads():
+    class Reads:
+        @hookimpl
+        def register_stages(self, register):
+            register("report", lambda c, o: {}, defaults={"loss": {"type": "mae"}, "noise": {"type": "subsample"}})
+            register("later", lambda c, o: {}, defaults={"loss": {"type": "hinged_mae"}})
+
+    registries = load_registries(extra_plugins=[Reads()], autoload=False)
+    assert registries.stages["report"].defaults["loss"] == {"type": "mae"}
+    config = bfcnn.load_config({"report": {}, "later": {}}, registries=registries)
+    assert config["loss"] == {"type": "mae"} and config["noise"] == {"type": "subsample"}  # the first stage's
+    assert bfcnn.load_config({"later": {}}, registries=registries)["loss"] == {"type": "hinged_mae"}
+    train_and_report = bfcnn.load_config({"model": {"type": "dncnn"}, "dataset": {"type": "sample_images"},
+                                          "train": {}, "report": {}}, registries=registries)
+    assert train_and_report["loss"] == {"type": "mse"}  # registration order: the built-in train stage first
+
+    for bad in ({"loss": "mse"}, {"report": {"type": "mae"}}, ["loss"]):
+        class Bad:
+            @hookimpl
+            def register_stages(self, register, bad=bad):
+                register("report", lambda c, o: {}, defaults=bad)
+
+        failed = load_registries(extra_plugins=[Bad()], autoload=False)
+        assert "report" not in failed.stages and "defaults of stage 'report'" in failed.failures["Bad"]
+
+
 def test_a_plugin_command_runs_through_the_cli(monkeypatch, capsys):
     from bfcnn import cli
 

@@ -6,6 +6,10 @@ or a stage runs, so that listing the stages (and `bfcnn --help`) imports no torc
 
 from bfcnn.registry import hookimpl, ref
 
+# what a config that trains and leaves out its noise or loss gets: the paper's blind training (Gaussian noise of
+# every sigma in [0, 55] on the 0..255 scale) and the mean squared error
+TRAIN_DEFAULTS = {"noise": {"type": "additive_gaussian", "sigma_range": [0, 55]}, "loss": {"type": "mse"}}
+
 EXPORT_SCHEMA = {"type": "array", "items": ref("exporter"),
                  "description": "exporters run on the trained model (onnx, tflite, ...)"}
 
@@ -14,7 +18,7 @@ EXPORT_SCHEMA = {"type": "array", "items": ref("exporter"),
 def register_stages(register):
     register("train", "bfcnn.train:train", "bfcnn.train:TRAIN_SCHEMA",
              "train the model of the config's model, noise, dataset and loss sections",
-             prepare="bfcnn.train:prepare", every_rank=True)
+             prepare="bfcnn.train:prepare", every_rank=True, defaults=TRAIN_DEFAULTS)
     register("evaluate", "bfcnn.evaluate:evaluate", "bfcnn.evaluate:EVALUATE_SCHEMA",
              "PSNR/SSIM of the run's model on test sets, tables and a plot", prepare="bfcnn.evaluate:check_inputs")
     register("export", "bfcnn.export:export", EXPORT_SCHEMA, "export the trained model (TFLite, ONNX)",

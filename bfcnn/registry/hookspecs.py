@@ -70,10 +70,12 @@ def register_measurements(register):
 @hookspec
 def register_stages(register):
     """Register pipeline stages: `register(name, run, schema=None, summary="", prepare=None, check=None,
-    every_rank=False)`. `name` is the config section the stage runs for and `schema` that section's JSON Schema;
-    `run(config, output_dir) -> dict`; `prepare(config, output_dir)` checks inputs before any stage runs;
-    `check(section, config) -> problems` as for components. Functions and the schema may be "module:attribute"
-    strings, imported when needed (so `bfcnn --help` imports nothing heavy)."""
+    every_rank=False, defaults=None)`. `name` is the config section the stage runs for and `schema` that
+    section's JSON Schema; `run(config, output_dir) -> dict`; `prepare(config, output_dir)` checks inputs before
+    any stage runs; `check(section, config) -> problems` as for components; `defaults`: {section: spec} of other
+    sections the stage reads, filled into a config that runs it and lacks them (the train stage's noise and
+    loss). Functions and the schema may be "module:attribute" strings, imported when needed (so `bfcnn --help`
+    imports nothing heavy)."""
 
 
 @hookspec

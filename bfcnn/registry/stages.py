@@ -9,6 +9,7 @@ schema need no stage's heavy imports (torch).
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ class Stage:
     """`run(config, output_dir) -> dict` (a summary); `schema`: the JSON Schema of its config section (or
     "module:attribute"); `prepare(config, output_dir)` runs for every stage about to run before any of them does
     (it checks inputs, so that a run fails before it trains); `check(section, config) -> problems` adds config
-    problems the schema cannot say; `every_rank`: under torchrun every rank runs it, not only rank 0."""
+    problems the schema cannot say; `every_rank`: under torchrun every rank runs it, not only rank 0;
+    `defaults`: {section: spec} of the other sections it reads, put into a config that runs it and lacks them
+    (`bfcnn.config.fill_defaults`), so the run's saved config says what was used."""
 
     name: str
     run: Any
@@ -55,6 +58,7 @@ class Stage:
     prepare: Any = None
     check: Any = None
     every_rank: bool = False
+    defaults: Any = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Command:
 
 
 def add_stage(stages: dict, name, run, schema=None, summary="", prepare=None, check=None, every_rank=False,
-              plugin="?"):
+              defaults=None, plugin="?"):
     if not isinstance(name, str) or not name or name in RESERVED_SECTIONS:
         raise ValueError(f"plugin {plugin!r}: a stage name is a config section name other than "
                          f"{', '.join(RESERVED_SECTIONS)}, got {name!r}")
@@ -80,8 +84,11 @@ def add_stage(stages: dict, name, run, schema=None, summary="", prepare=None, ch
                                       f"and by plugin {plugin!r}")
     if schema is not None and not isinstance(schema, (dict, str)):
         raise ValueError(f"plugin {plugin!r}: the schema of stage {name!r} is a JSON Schema or 'module:attribute'")
+    if defaults is not None and not (isinstance(defaults, dict) and all(
+            isinstance(key, str) and key != name and isinstance(value, dict) for key, value in defaults.items())):
+        raise ValueError(f"plugin {plugin!r}: the defaults of stage {name!r} are {{section: spec}} of other sections")
     stages[name] = Stage(name, run, schema if schema is not None else {}, summary, plugin, prepare, check,
-                         bool(every_rank))
+                         bool(every_rank), copy.deepcopy(defaults or {}))
 
 
 def add_command(commands: dict, name, add_arguments=None, command=None, help=None, module=None, plugin="?"):

@@ -27,12 +27,12 @@ from ..devices import resolve_device
 from ..errors import BfcnnError, RunError, output_folder
 from ..registry import build
 from .helpers import InterruptFlag, Iterated, center_crop, image_grid, trim_jsonl
-from .schema import (AUTO_BOOL, DEFAULT_LOSS, DEFAULT_NOISE, DEFAULTS, POSITIVE, TIME_PATTERN, TIME_SPAN_STEPS,
+from .schema import (AUTO_BOOL, DEFAULTS, POSITIVE, TIME_PATTERN, TIME_SPAN_STEPS,
                      TRAIN_SCHEMA, UNLIMITED, parse_duration)
 from .stream import (Prefetcher, choice_seed, copy_tensors, data_seed, mix, noise_seed, step_batches, takes_start,
                      total_steps)
 
-__all__ = ["AUTO_BOOL", "DEFAULTS", "DEFAULT_LOSS", "DEFAULT_NOISE", "InterruptFlag", "Iterated", "POSITIVE",
+__all__ = ["AUTO_BOOL", "DEFAULTS", "InterruptFlag", "Iterated", "POSITIVE",
            "Prefetcher", "TIME_PATTERN", "TIME_SPAN_STEPS", "TRAIN_SCHEMA", "Trainer", "UNLIMITED", "center_crop",
            "choice_seed", "copy_tensors", "data_seed", "image_grid", "main", "mix", "noise_seed", "parse_duration",
            "prepare", "step_batches", "takes_start", "total_steps", "train", "trim_jsonl"]
@@ -82,8 +82,11 @@ class Trainer:
         self.over_time = over == "time" or (over == "auto" and self.time_limit is not None)
         self.elapsed = 0.0  # seconds of training in this run folder, resumes included
         self.net = Iterated(self.model)  # wrapped by setup() in DDP and torch.compile as configured
-        self.noise = build("noise", config.get("noise", DEFAULT_NOISE), registries)
-        self.loss_fn = build("loss", config.get("loss", DEFAULT_LOSS), registries)
+        missing = [section for section in ("noise", "loss") if section not in config]
+        if missing:  # bfcnn.load_config fills them from the train stage's defaults
+            raise BfcnnError(f"the config has no {' or '.join(missing)} section: load it with bfcnn.load_config")
+        self.noise = build("noise", config["noise"], registries)
+        self.loss_fn = build("loss", config["loss"], registries)
         self.metrics = [(spec["type"], build("metric", spec, registries)) for spec in cfg["metrics"]]
         self.optimizer = build("optimizer", cfg["optimizer"], registries)(self.model.parameters())
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]

@@ -90,12 +90,6 @@ TRAIN_SCHEMA = {
 DEFAULTS = {key: value["default"] for key, value in TRAIN_SCHEMA["properties"].items() if "default" in value}
 
 
-DEFAULT_NOISE = {"type": "additive_gaussian", "sigma_range": [0, 55]}
-
-
-DEFAULT_LOSS = {"type": "mse"}
-
-
 def parse_duration(value) -> float:
     """Seconds from a number of seconds or a text such as '8m', '2h30m', '90s', '1.5h'."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
