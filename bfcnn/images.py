@@ -208,6 +208,8 @@ def read_pixels(path, color_mode="rgb") -> np.ndarray:
     if color_mode is not None and color_mode not in PIL_MODES:
         raise ValueError(f"color_mode must be one of {', '.join(PIL_MODES)}, got {color_mode!r}")
     try:
+        if not path.is_file():
+            raise ImageReadError("no such file" if not path.exists() else "not a file")
         if path.stat().st_size == 0:
             raise ImageReadError("empty file (0 bytes)")
         header = png_header(path)

@@ -486,7 +486,10 @@ def command(args) -> int:
     check_params(**{**DEFAULTS, **{k: v for k, v in params.items() if v is not None}})
     jobs = []  # every image read and measured before the first step: bad input stops the command at once
     for name in args.images:
-        pixels = read_pixels(name, None)
+        try:
+            pixels = read_pixels(name, None)
+        except BfcnnError as error:
+            raise BfcnnError(f"{name}: {error}") from None
         pixels = pixels[..., :-1] if pixels.shape[2] in (2, 4) else pixels  # alpha is not restored
         image = torch.from_numpy(np.ascontiguousarray(to_float(pixels))).permute(2, 0, 1)[None].to(device)
         if args.measured:

@@ -271,6 +271,18 @@ def test_restore_command_bad_input_exits_2(tmp_path, capsys, task, message):
     assert not (tmp_path / "out").exists()  # nothing written before the input is known to be good
 
 
+def test_restore_command_names_an_image_it_cannot_read(tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(good)
+    (tmp_path / "empty.png").write_bytes(b"")
+    for bad, message in (("missing.png", "missing.png: no such file"), ("empty.png", "empty.png: empty file"),
+                         ("", "not a file")):
+        assert main(["restore", "--task", "inpaint", str(good), str(tmp_path / bad), "-o", str(tmp_path / "out"),
+                     "-q"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()  # the good image is not restored first
+
+
 def test_sample_command(tmp_path):
     out = tmp_path / "samples"
     assert main(["sample", "--size", "16", "12", "-n", "2", "-o", str(out), "-q", "--h0", "0.1", "--beta", "0.5"]) == 0
