@@ -99,6 +99,13 @@ def test_the_train_stage_fills_its_noise_and_loss_from_its_own_defaults(tiny_con
 
     with pytest.raises(bfcnn.BfcnnError, match="no noise or loss section"):
         Trainer(given, tmp_path / "never")
+    import yaml
+
+    from bfcnn.pipeline import run
+
+    run(given, tmp_path / "run")  # the run's record says what it trained with
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["noise"] == TRAIN_DEFAULTS["noise"] and saved["loss"] == TRAIN_DEFAULTS["loss"]
 
 
 def test_a_plugin_stage_declares_the_sections_it_reads():
