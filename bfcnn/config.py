@@ -81,13 +81,20 @@ def adapt(config: dict, registries=None) -> dict:
 def fill_defaults(config: dict, registries=None) -> dict:
     """The config with the sections that the stages it runs read and it lacks, from the stages' `defaults` (the
     train stage's noise and loss); the first stage to name a section gives it. The config itself is unchanged."""
+    return filled_by_stages(config, registries)[0]
+
+
+def filled_by_stages(config: dict, registries=None):
+    """(the filled config, {section: "stage 'S' (plugin 'P')"} of the sections filled)."""
     registries = registries or default_registries()
-    filled = dict(config)
+    filled, origin = dict(config), {}
     for name, stage in registries.stages.items():
         if name in config:
             for section, spec in (stage.defaults or {}).items():
-                filled.setdefault(section, copy.deepcopy(spec))
-    return filled
+                if section not in filled:
+                    filled[section] = copy.deepcopy(spec)
+                    origin[section] = f"stage {name!r} (plugin {stage.plugin!r})"
+    return filled, origin
 
 
 def validate(config: dict, registries=None) -> dict:
@@ -188,5 +195,12 @@ def load_config(path_or_mapping, overrides=(), registries=None) -> dict:
     else:
         config = read_file(path_or_mapping)
     config = apply_overrides(config, overrides)
-    config = adapt(config, registries)
-    return validate(fill_defaults(config, registries), registries)
+    config, origin = filled_by_stages(adapt(config, registries), registries)
+    try:
+        return validate(config, registries)
+    except ConfigError as error:  # a stage's own default that does not validate: say whose it is
+        if not origin:
+            raise
+        raise ConfigError([next((f"{problem} (the default of {origin[section]}: the config has no {section} "
+                                 f"section)" for section in origin if problem.split(":")[0].split(".")[0] == section),
+                                problem) for problem in error.problems]) from None

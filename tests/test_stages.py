@@ -124,6 +124,18 @@ def test_a_plugin_stage_declares_the_sections_it_reads():
                                           "train": {}, "report": {}}, registries=registries)
     assert train_and_report["loss"] == {"type": "mse"}  # registration order: the built-in train stage first
 
+    class Wrong:
+        @hookimpl
+        def register_stages(self, register):
+            register("report", lambda c, o: {}, defaults={"loss": {"type": "nope"}})
+
+    wrong = load_registries(extra_plugins=[Wrong()], autoload=False)
+    with pytest.raises(bfcnn.ConfigError, match=r"loss.type: 'nope' .*the default of stage 'report' \(plugin 'Wrong'\)"):
+        bfcnn.load_config({"report": {}}, registries=wrong)
+    with pytest.raises(bfcnn.ConfigError) as given_wrong:  # the user's own section: no word of a default
+        bfcnn.load_config({"report": {}, "loss": {"type": "nope2"}}, registries=wrong)
+    assert "default" not in str(given_wrong.value)
+
     for bad in ({"loss": "mse"}, {"report": {"type": "mae"}}, ["loss"]):
         class Bad:
             @hookimpl
