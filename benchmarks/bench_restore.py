@@ -6,7 +6,7 @@
 
 Images: centre crops of Kodak24 (colour) and Set12 (gray; a colour model sees them replicated to three channels
 and averaged back, as bfcnn.denoise.Denoiser does) from ../shared/data/test. Every task runs the same crops and
-measurements through bfcnn.restore (the shipped model unless --model) and through its classical baseline:
+measurements through bfcnn.restore (the shipped prior, bfcnn.restore.DEFAULT_PRIOR, unless --model) and through its classical baseline:
 
   inpaint        centre box of a quarter of each side  vs  skimage.restoration.inpaint_biharmonic
   random_pixels  10% of the pixels                     vs  linear interpolation (scipy griddata; nearest outside)
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import bfcnn  # noqa: E402
-from bfcnn.restore import data_fill, restore, sample  # noqa: E402
+from bfcnn.restore import DEFAULT_PRIOR, data_fill, restore, sample  # noqa: E402
 
 DATA = next((p / "shared" / "data" / "test" for p in Path(__file__).resolve().parents[1:4]
              if (p / "shared" / "data").is_dir()), Path("missing"))
@@ -232,7 +232,7 @@ def figure(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("quality", "speed", "figure"))
-    parser.add_argument("--model", default=None, help="default: the shipped model")
+    parser.add_argument("--model", default=DEFAULT_PRIOR, help=f"default: the shipped prior, {DEFAULT_PRIOR}")
     parser.add_argument("--images", type=int, default=4, help="crops per test set")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))

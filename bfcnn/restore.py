@@ -34,10 +34,16 @@ from .measurement import Measurement, MeasurementFactory  # noqa: F401 (the inte
 
 log = logging.getLogger("bfcnn")
 
-# the algorithm's defaults, on the [0, 1] pixel scale (tuned on crops of Kodak24 / Set12 with the shipped model:
-# see benchmarks/bench_restore.py and BENCHMARKS.md)
-DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.01, "max_iterations": 1000, "average": 1,
-            "start": "noise"}
+# the shipped model that `restore` and `sample` use without one given: a bias-free UNet (DRUNet-shaped), whose
+# four scales see across a hole, where the default denoiser's 21-pixel view sees its edge; the prior then adds
+# to the data's smooth fill instead of keeping it (BENCHMARKS.md, "A prior that sees across the hole")
+DEFAULT_PRIOR = "bf_drunet_small_cpu"
+
+# the algorithm's defaults, on the [0, 1] pixel scale, tuned on 12 crops of Kodak24 / Set12 with DEFAULT_PRIOR
+# (benchmarks/bench_restore.py, BENCHMARKS.md): from the data's smooth fill plus noise of 0.4, with more noise
+# injected (beta 0.05) than the paper's start from grey noise of 1.0; a measurement's `restore_defaults` win
+DEFAULTS = {"sigma_0": 0.4, "sigma_L": 0.01, "h0": 0.01, "beta": 0.05, "max_iterations": 1000, "average": 1,
+            "start": "smooth"}
 SAMPLE_DEFAULTS = {"sigma_0": 1.0, "sigma_L": 0.01, "h0": 0.01, "beta": 0.5, "max_iterations": 1000, "average": 1,
                    "start": "noise"}
 STARTS = ("noise", "smooth")
@@ -51,10 +57,11 @@ ALGORITHM_SCHEMA = {
              "description": "injected noise: 1 none, smaller more"},
     "max_iterations": {"type": "integer", "minimum": 1},
     "start": {"enum": list(STARTS),
-              "description": "noise: the paper's start (grey plus noise of sigma_0); smooth: the data's smoothest "
-                             "fill plus noise of sigma_0 (use a smaller sigma_0: the coarse scales are there)"},
+              "description": "noise: the paper's start (grey plus noise of sigma_0; pair it with sigma_0 1 and "
+                             "beta 0.01); smooth: the data's smoothest fill plus noise of sigma_0 (the default)"},
     "average": {"type": "integer", "minimum": 1,
-                "description": "mean of this many draws (nearer the posterior mean, higher PSNR; that many times the work)"},
+                "description": "mean of this many draws (nearer the posterior mean, higher PSNR; that many times "
+                               "the work)"},
 }
 
 
@@ -89,7 +96,7 @@ def as_denoiser(model, device="cpu"):
     from .layers import model_channels
 
     if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_denoiser(model, device=device)
+        model = load_denoiser(DEFAULT_PRIOR if model is None else model, device=device)
     if isinstance(model, Denoiser):
         return model.forward, model.module, model.channels
     if not isinstance(model, torch.nn.Module):
@@ -137,7 +144,7 @@ def restore(model, measurement, measured, sigma_0=None, sigma_L=None, h0=None, b
             defaults=None, consistent=True) -> Result:
     """Solve M x = measured for x with the denoiser's prior.
 
-    model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: the shipped default).
+    model: a torch model (N x C x H x W -> denoised), a Denoiser, a name or a path (None: DEFAULT_PRIOR).
     measurement: a `Measurement` built for the image shape (None: no constraint, i.e. sampling).
     measured: M x of the unknown images (N x ...), or for measurement None the batch shape (N, C, H, W).
     sigma_0, sigma_L, h0, beta, start: the algorithm's parameters on the [0, 1] pixel scale (defaults: `DEFAULTS`,
@@ -349,7 +356,7 @@ def sample(model=None, shape=(3, 64, 64), n=1, seed=0, progress=True, device="cp
     from .denoise import load_denoiser
 
     if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_denoiser(model, device=device)
+        model = load_denoiser(DEFAULT_PRIOR if model is None else model, device=device)
     _, _, channels = as_denoiser(model, device)
     shape = tuple(int(s) for s in shape)
     if len(shape) == 2:
@@ -433,8 +440,8 @@ def write_outputs(output_dir, stem, result, measured_image=None):
 
 
 def add_algorithm_arguments(parser):
-    parser.add_argument("--model", default=None, help="a shipped model's name, a .safetensors file or a run folder "
-                                                        "(default: the shipped default model)")
+    parser.add_argument("--model", default=DEFAULT_PRIOR, help="a shipped model's name, a .safetensors file or a "
+                                                                 f"run folder (default: the shipped {DEFAULT_PRIOR})")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (and of random measurements)")
     parser.add_argument("--sigma-0", type=float, default=None, help="starting noise level, 0..1 scale")
@@ -445,8 +452,8 @@ def add_algorithm_arguments(parser):
     parser.add_argument("--average", type=int, default=None,
                         help="restore: the mean of this many draws (higher PSNR, that many times the work)")
     parser.add_argument("--start", choices=STARTS, default=None,
-                        help="restore: noise (the paper's start) or smooth (the data's smoothest fill plus noise "
-                             "of sigma_0: pair it with a smaller --sigma-0)")
+                        help="restore: smooth (the data's smoothest fill plus noise of sigma_0; the default) or "
+                             "noise (the paper's start from grey: pair it with --sigma-0 1 --beta 0.01)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 import bfcnn
 from bfcnn.cli import main
 from bfcnn.errors import BfcnnError
-from bfcnn.restore import Replicated, data_fill, grey_start, parse_task, quality, restore, sample, smooth_fill
+from bfcnn.restore import (DEFAULT_PRIOR, DEFAULTS, Replicated, data_fill, grey_start, parse_task, quality, restore,
+                           sample, smooth_fill)
 from conftest import SHARED_DATA, needs_shared_data
 
 FAST = {"h0": 0.05, "beta": 0.05}  # fewer steps than the defaults: these tests check behaviour, not quality
@@ -232,6 +233,7 @@ def test_restore_command_writes_result_measurement_trajectory_and_report(tmp_pat
     assert main(["restore", "--task", "block_average:factor=4", str(photo), "-o", str(out), "-q",
                  "--h0", "0.05", "--beta", "0.05"]) == 0
     report = json.loads((out / "report.json").read_text())
+    assert DEFAULT_PRIOR in report["model"]  # the shipped prior without --model
     entry = report["images"][str(photo)]
     assert entry["psnr"] > entry["measured_least_norm"]["psnr"] and 0 < entry["ssim"] <= 1
     assert Image.open(out / "photo.png").size == (32, 32)
@@ -244,6 +246,16 @@ def test_restore_command_writes_result_measurement_trajectory_and_report(tmp_pat
     assert Image.open(again / "photo_measured.png").size == (32, 32)
     used = json.loads((again / "report.json").read_text())["images"]
     assert next(iter(used.values()))["parameters"]["start"] == "smooth"
+
+
+def test_restore_and_sample_default_to_the_shipped_prior():
+    from bfcnn.restore import as_denoiser
+
+    assert DEFAULT_PRIOR in bfcnn.names("pretrained")
+    _, module, channels = as_denoiser(None)
+    assert type(module) is type(bfcnn.load_model(DEFAULT_PRIOR).module) and module.bias_free and channels == 3
+    draws = sample(None, (3, 16, 16), n=1, progress=False, max_iterations=2)
+    assert draws.image.shape == (1, 3, 16, 16)
 
 
 def test_restore_command_says_what_the_smooth_start_alone_gave(tmp_path, photo, capsys):
@@ -313,11 +325,15 @@ def test_a_run_trains_then_restores_with_a_psnr_table(tmp_path, tiny_config):
     assert all(r["test_set"] == "sample_photos" and r["iterations"] == 5 and r["psnr"] > 0 for r in results)
     table = (tmp_path / "run" / "restoration" / "results.md").read_text()
     assert "| sample_photos | block_average(factor=4) | 1 |" in table
-    inpaint, block = results  # the smooth start (inpaint's default) reports the start alone; the paper's does not
-    assert 0 < inpaint["start_psnr"] and "start_psnr" not in block
-    assert table.splitlines()[-1].split("|")[7].strip() == "-"
+    inpaint, block = results  # the smooth start (the default) reports the start alone; the paper's does not
+    assert 0 < inpaint["start_psnr"] and 0 < block["start_psnr"]
+    assert float(table.splitlines()[-1].split("|")[7]) == pytest.approx(block["start_psnr"], abs=0.01)
+    config["restore"] = {**config["restore"], "start": "noise", "tasks": [{"type": "block_average", "factor": 4}]}
+    (paper,) = bfcnn.run(config, tmp_path / "paper")["restore"]["results"]
+    assert "start_psnr" not in paper
+    assert (tmp_path / "paper" / "restoration" / "results.md").read_text().splitlines()[-1].split("|")[7].strip() == "-"
     used = json.loads((tmp_path / "run" / "restoration" / "results.json").read_text())["parameters"]
-    assert used["inpaint"]["start"] == "smooth" and used["block_average(factor=4)"]["start"] == "noise"
+    assert used["inpaint"]["start"] == "smooth" and used["block_average(factor=4)"]["sigma_0"] == DEFAULTS["sigma_0"]
     assert used["inpaint"]["max_iterations"] == 5 and "seed" not in used["inpaint"]  # the seed is per image
     assert (tmp_path / "run" / "restoration" / "images" / "sample_photos" / "inpaint" / "astronaut.png").is_file()
 
@@ -334,13 +350,13 @@ def test_a_bad_restore_section_stops_the_run_before_training(tmp_path, tiny_conf
 
 def test_a_measurement_brings_its_own_defaults_and_the_caller_wins(model):
     x = synthetic(16)
-    m = bfcnn.build("measurement", {"type": "inpaint"})(x.shape[1:])
-    assert m.restore_defaults  # missing pixels start from the smooth fill
+    m = bfcnn.build("measurement", {"type": "random_pixels", "fraction": 0.2})(x.shape[1:])
+    assert m.restore_defaults and m.restore_defaults != {k: DEFAULTS[k] for k in m.restore_defaults}
     own = restore(model, m, m.measure(x), progress=False, max_iterations=3, frames=0).report["parameters"]
     assert all(own[k] == v for k, v in m.restore_defaults.items())
     asked = restore(model, m, m.measure(x), progress=False, max_iterations=3, frames=0, start="noise",
                     sigma_0=0.5).report["parameters"]
     assert asked["start"] == "noise" and asked["sigma_0"] == 0.5 and asked["beta"] == m.restore_defaults["beta"]
     b = bfcnn.build("measurement", {"type": "block_average", "factor": 4})(x.shape[1:])
-    assert restore(model, b, b.measure(x), progress=False, max_iterations=3,
-                   frames=0).report["parameters"]["start"] == "noise"  # the paper's defaults elsewhere
+    general = restore(model, b, b.measure(x), progress=False, max_iterations=3, frames=0).report["parameters"]
+    assert {k: general[k] for k in DEFAULTS} == {**DEFAULTS, "max_iterations": 3}  # the general defaults elsewhere
