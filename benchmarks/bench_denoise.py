@@ -28,6 +28,7 @@ MODELS = {
     "small_cpu_ms": {"type": "resnet", "channels": 3, "filters": 32, "no_layers": 4, "levels": 3,  # its multiscale
                      "shared_weights": True, "batchnorm": True},                                 # counterpart
     "dncnn20": {"type": "dncnn", "channels": 3, "depth": 20, "filters": 64},
+    "drunet_small_cpu": {"type": "drunet", "channels": 3, "filters": 16, "blocks": 2, "scales": 4},  # the UNet prior
 }
 
 
