@@ -78,14 +78,10 @@ def adapt(config: dict, registries=None) -> dict:
     return config
 
 
-def fill_defaults(config: dict, registries=None) -> dict:
-    """The config with the sections that the stages it runs read and it lacks, from the stages' `defaults` (the
-    train stage's noise and loss); the first stage to name a section gives it. The config itself is unchanged."""
-    return filled_by_stages(config, registries)[0]
-
-
-def filled_by_stages(config: dict, registries=None):
-    """(the filled config, {section: "stage 'S' (plugin 'P')"} of the sections filled)."""
+def fill_defaults(config: dict, registries=None):
+    """(the config with the sections that the stages it runs read and it lacks, from the stages' `defaults` (the
+    train stage's noise and loss), {section: "stage 'S' (plugin 'P')"} of those filled). The first stage to name a
+    section gives it; the config itself is unchanged."""
     registries = registries or default_registries()
     filled, origin = dict(config), {}
     for name, stage in registries.stages.items():
@@ -195,12 +191,15 @@ def load_config(path_or_mapping, overrides=(), registries=None) -> dict:
     else:
         config = read_file(path_or_mapping)
     config = apply_overrides(config, overrides)
-    config, origin = filled_by_stages(adapt(config, registries), registries)
+    config, origin = fill_defaults(adapt(config, registries), registries)
     try:
         return validate(config, registries)
     except ConfigError as error:  # a stage's own default that does not validate: say whose it is
         if not origin:
             raise
-        raise ConfigError([next((f"{problem} (the default of {origin[section]}: the config has no {section} "
-                                 f"section)" for section in origin if problem.split(":")[0].split(".")[0] == section),
-                                problem) for problem in error.problems]) from None
+
+        def whose(problem):
+            section = problem.split(":")[0].split(".")[0]
+            return (f"{problem} (the default of {origin[section]}: the config has no {section} section)"
+                    if section in origin else problem)
+        raise ConfigError([whose(problem) for problem in error.problems]) from None

@@ -92,11 +92,10 @@ class Result:
 
 def as_denoiser(model, device="cpu"):
     """A model, a Denoiser, or a name/path -> (fn: N x C x H x W -> denoised, the torch module, channels)."""
-    from .denoise import Denoiser, load_denoiser
+    from .denoise import Denoiser
     from .layers import model_channels
 
-    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_denoiser(DEFAULT_PRIOR if model is None else model, device=device)
+    model = load_prior(model, device)
     if isinstance(model, Denoiser):
         return model.forward, model.module, model.channels
     if not isinstance(model, torch.nn.Module):
@@ -107,6 +106,15 @@ def as_denoiser(model, device="cpu"):
         with torch.inference_mode():
             return module(x).float()
     return fn, module, model_channels(module)
+
+
+def load_prior(model, device="cpu"):
+    """A name or a path loaded as a Denoiser (None: DEFAULT_PRIOR); a model or Denoiser as it is."""
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+        from .denoise import load_denoiser
+
+        return load_denoiser(DEFAULT_PRIOR if model is None else model, device=device)
+    return model
 
 
 def check_prior(module) -> list[str]:
@@ -353,10 +361,7 @@ def spline_refine(y, project, back, membrane, iterations, tolerance):
 
 def sample(model=None, shape=(3, 64, 64), n=1, seed=0, progress=True, device="cpu", **params) -> Result:
     """Draw n images of shape (C, H, W) (or (H, W): the model's channels) from the denoiser's prior."""
-    from .denoise import load_denoiser
-
-    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_denoiser(DEFAULT_PRIOR if model is None else model, device=device)
+    model = load_prior(model, device)  # loaded once: restore() below takes the Denoiser as it is
     _, _, channels = as_denoiser(model, device)
     shape = tuple(int(s) for s in shape)
     if len(shape) == 2:
