@@ -25,9 +25,9 @@ from .tiling import tiled_apply, tiles
 
 log = logging.getLogger("bfcnn")
 
-# the shipped model `bfcnn denoise` uses without --model: a small CPU-trained interim model until the GPU-trained
-# bf_dncnn_color (configs/bf_dncnn_color.yaml) is shipped
-DEFAULT_MODEL = "bf_dncnn_small_cpu"
+# the shipped model `bfcnn denoise`, `bfcnn explain` and `bfcnn.load_model()` use without a name: the small
+# bias-free UNet trained on one CPU thread (its card: bfcnn/pretrained/bf_drunet_small_cpu.md)
+DEFAULT_MODEL = "bf_drunet_small_cpu"
 DEFAULT_TILE = {"cpu": 1024, "cuda": 1024}  # on a CPU 512 ran at 0.71-0.79 of the whole image, 1024 at 0.87-0.98
 DEFAULT_BLEND = 16
 BACKENDS = ("torch", "onnx", "tflite")
@@ -64,7 +64,7 @@ class Denoiser:
         from .layers import model_channels  # torch only once a model is at hand
 
         self.channels = model_channels(module)
-        self.tile = tile or DEFAULT_TILE.get(self.device.type, 512)
+        self.tile = tile or default_tile(module, self.device.type)
         context = tiling_context(module)  # tiles start on the model's grid with its radius of context
         self.radius, self.align, self.exact = context["margin"], context["align"], context["exact"]
         self.margin = margin
@@ -214,6 +214,16 @@ class Denoiser:
             np.clip(result, 0, scale, out=result)
             result = result.astype(dtype)
         return result
+
+
+def default_tile(module, device_type) -> int:
+    """Pixels per tile without --tile: the model's own where it states one for the device (an attribute
+    `default_tile = {"cpu": 512}`, e.g. a UNet whose wide view would make a large tile mostly context), else
+    DEFAULT_TILE's."""
+    stated = getattr(module, "default_tile", None)
+    if isinstance(stated, dict) and isinstance(stated.get(device_type), int) and stated[device_type] > 0:
+        return stated[device_type]
+    return DEFAULT_TILE.get(device_type, 512)
 
 
 def check_tiling(tile=None, margin=None, blend=None):
@@ -497,7 +507,8 @@ def add_arguments(parser):
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--iterations", type=int, default=1, help="apply the model this many times (default 1)")
     parser.add_argument("--tile", type=int, default=None,
-                        help="pixels per tile: at most (TILE + blend)^2, any shape (default 1024; 0 = whole image)")
+                        help="pixels per tile: at most (TILE + blend)^2, any shape (default 1024, or the model's own: 512 "
+                             "for a wide-view UNet; 0 = whole image)")
     parser.add_argument("--margin", type=int, default=None,
                         help="context pixels around each tile (default: the model's receptive radius)")
     parser.add_argument("--blend", type=int, default=DEFAULT_BLEND, help="overlap blended between tiles (default 16)")

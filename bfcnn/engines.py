@@ -26,6 +26,7 @@ import copy
 import ctypes
 import io
 import logging
+import math
 import os
 import sys
 import warnings
@@ -123,10 +124,36 @@ def build(name, module):
     if name == "compile":
         return Engine(name, torch.compile(module, dynamic=True))
     if name == "jit":
-        return Engine(name, traced(module))
+        return Engine(name, on_grid(module, traced(module)))
     if name == "onnxruntime":
-        return Engine(name, onnx_session(module))
+        return Engine(name, on_grid(module, onnx_session(module)))
     raise BfcnnError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
+
+
+def grid_of(module) -> int:
+    """The sizes a traced copy of `module` is made for: multiples of its size_multiple and, for a model that says
+    it zero-pads to its grid inside (`pads_to_grid = True`: a UNet's 2^(scales-1), a pixel shuffle's factor; a
+    trace would freeze that step at the example's size), of its grid."""
+    grid = int(getattr(module, "grid", 1) or 1) if getattr(module, "pads_to_grid", False) is True else 1
+    return math.lcm(int(getattr(module, "size_multiple", 1) or 1), grid)
+
+
+def on_grid(module, fn):
+    """`fn` (a traced copy of `module`) on any size: the input zero-padded on the bottom and right to grid_of
+    and the output cropped back, as the model itself does; `deviation` checks it on off-grid sizes."""
+    import torch.nn.functional as F
+
+    multiple = grid_of(module)
+    if multiple == 1:
+        return fn
+
+    def run(x):
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % multiple, (-w) % multiple
+        if not (ph or pw):
+            return fn(x)
+        return fn(F.pad(x, (0, pw, 0, ph)))[..., :h, :w]
+    return run
 
 
 def example_input(module, height=64, width=64, seed=0):
@@ -141,12 +168,17 @@ def example_input(module, height=64, width=64, seed=0):
     return torch.rand(shape, generator=generator).to(device)
 
 
+def on_grid_example(module):
+    side = round_up(64, grid_of(module))
+    return example_input(module, side, side)
+
+
 def traced(module):
     import torch
 
     with warnings.catch_warnings(), torch.no_grad():  # torch.jit's deprecation and tracer notes
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(module, example_input(module), check_trace=False))
+        frozen = torch.jit.freeze(torch.jit.trace(module, on_grid_example(module), check_trace=False))
         return torch.jit.optimize_for_inference(frozen)
 
 
@@ -167,7 +199,7 @@ def onnx_session(module):
     try:
         with warnings.catch_warnings(), torch.no_grad(), native_output_silenced():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example_input(module),), buffer, input_names=["input"],
+            torch.onnx.export(module, (on_grid_example(module),), buffer, input_names=["input"],
                               output_names=["output"], dynamic_axes={"input": sizes, "output": sizes},
                               opset_version=17, dynamo=False)
     finally:

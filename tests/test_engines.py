@@ -73,6 +73,26 @@ def test_a_multiscale_model_gets_an_exact_engine():
     assert float((got - expected).abs().max()) <= 1e-4
 
 
+@pytest.mark.parametrize("spec", [{"type": "drunet", "channels": 3, "filters": 4, "blocks": 1, "scales": 3},
+                                  {"type": "dncnn_shuffle", "channels": 3, "depth": 3, "filters": 8, "factor": 2}])
+def test_a_model_that_pads_to_its_grid_gets_the_fast_engines_at_every_size(spec):
+    """A UNet zero-pads to its grid inside, a step a trace would freeze at the example's size: the traced engines
+    pad outside instead, so they hold at off-grid sizes, and auto takes onnxruntime for it."""
+    pytest.importorskip("onnxruntime")
+    model = small_model(spec)
+    auto = AutoEngine(model, after_pixels=0)
+    rng = np.random.default_rng(3)
+    with torch.inference_mode():
+        for height, width in ((37, 53), (64, 40), (9, 101)):
+            x = torch.from_numpy(rng.random((1, 3, height, width), dtype=np.float32))
+            expected = model(x)
+            for engine in (auto, make_engine(model, "jit")):
+                got = engine(x)
+                assert got.shape == expected.shape
+                assert float((got - expected).abs().max()) <= 1e-4
+    assert auto.name == "onnxruntime"
+
+
 def test_auto_starts_eager_and_sets_up_a_faster_engine_after_enough_pixels(monkeypatch):
     model = small_model()
     built = []

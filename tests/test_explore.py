@@ -342,7 +342,9 @@ def test_the_command_serves_on_localhost(tmp_path):
     try:
         assert url.startswith("http://127.0.0.1:")
         state = json.loads(urllib.request.urlopen(url + "api/state", timeout=30).read())
-        assert state["models"][0]["name"] == "bf_dncnn_small_cpu"
+        from bfcnn.denoise import DEFAULT_MODEL
+
+        assert state["models"][0]["name"] == DEFAULT_MODEL
         assert b"bfcnn explore" in urllib.request.urlopen(url, timeout=30).read()
     finally:
         process.terminate()
