@@ -218,7 +218,7 @@ class Denoiser:
 
 def default_tile(module, device_type) -> int:
     """Pixels per tile without --tile: the model's own where it states one for the device (an attribute
-    `default_tile = {"cpu": 512}`, e.g. a UNet whose wide view would make a large tile mostly context), else
+    `default_tile = {"cpu": 768}`, e.g. a UNet whose wide view makes a large tile's memory large), else
     DEFAULT_TILE's."""
     stated = getattr(module, "default_tile", None)
     if isinstance(stated, dict) and isinstance(stated.get(device_type), int) and stated[device_type] > 0:
@@ -507,8 +507,8 @@ def add_arguments(parser):
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--iterations", type=int, default=1, help="apply the model this many times (default 1)")
     parser.add_argument("--tile", type=int, default=None,
-                        help="pixels per tile: at most (TILE + blend)^2, any shape (default 1024, or the model's own: 512 "
-                             "for a wide-view UNet; 0 = whole image)")
+                        help="pixels per tile: at most (TILE + blend)^2, any shape (default 1024, or the model's own: 768 "
+                             "for the wide-view UNet on a CPU; 0 = whole image)")
     parser.add_argument("--margin", type=int, default=None,
                         help="context pixels around each tile (default: the model's receptive radius)")
     parser.add_argument("--blend", type=int, default=DEFAULT_BLEND, help="overlap blended between tiles (default 16)")

@@ -87,13 +87,13 @@ def test_models_that_resample_get_a_wide_margin_and_their_size_multiple():
 
 
 def test_a_model_with_a_wide_view_states_a_smaller_cpu_tile_and_an_explicit_tile_wins():
-    """A UNet whose context is 100+ pixels would make a 1024 tile mostly context: it states 512 for the CPU."""
+    """A UNet whose context is 100+ pixels makes a 1024 tile's memory large: it states a smaller one for the CPU."""
     from bfcnn.denoise import DEFAULT_TILE
 
     wide = bfcnn.build("model", {"type": "drunet", "channels": 3, "filters": 4, "blocks": 2, "scales": 4})
     narrow = bfcnn.build("model", {"type": "drunet", "channels": 3, "filters": 4, "blocks": 1, "scales": 2})
     assert wide.receptive_radius > 64 >= narrow.receptive_radius
-    assert Denoiser(wide).tile == 512 < DEFAULT_TILE["cpu"]
+    assert Denoiser(wide).tile == wide.default_tile["cpu"] < DEFAULT_TILE["cpu"]
     assert Denoiser(narrow).tile == Denoiser(tiny_model()).tile == DEFAULT_TILE["cpu"]
     assert Denoiser(wide, tile=300).tile == 300
 

@@ -135,9 +135,10 @@ class DRUNet(nn.Module):
         # reach; head and tail
         reach = sum(2 * blocks * 2 ** s for s in range(scales - 1)) * 2 + 2 * blocks * 2 ** (scales - 1)
         self.receptive_radius = reach + 2 * (2 ** (scales - 1)) + 2
-        # a wide view makes a CPU tile of 1024 mostly context: with tiles of 512 the shipped small UNet (radius
-        # 106) denoised a 24 MP photo in 54.5 s and 1,376 MB, against 64.9 s and 1,773 MB (BENCHMARKS.md)
-        self.default_tile = {"cpu": 512} if self.receptive_radius > 64 else {}
+        # a wide view makes a tile's context large: on dev-2core the shipped small UNet (radius 106, onnxruntime)
+        # denoised a 24 MP JPEG in 33.7 s / 1,663 MB with tiles of 1024, 38.9 s / 1,372 MB with 768, 50.2 s /
+        # 1,252 MB with 512 (BENCHMARKS.md): 768 keeps the default model inside 1.5 GB
+        self.default_tile = {"cpu": 768} if self.receptive_radius > 64 else {}
 
     def forward(self, x):
         h, w = x.shape[-2:]
