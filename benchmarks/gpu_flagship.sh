@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The flagship model's GPU sitting, as one prepared command: install bfcnn on a bare GPU machine without network
-# (the packages it lacks travel as wheels), train the GPU-sized flagship (configs/bf_dncnn_color.yaml: BF-DnCNN
-# 20 x 64, the CDnCNN-B shape; --init-from NAME|FILE continues earlier weights) with bf16 and torch.compile for a
-# given number of minutes (the cosine schedule spans them), run short GPU versions of the benchmarks (training step,
+# (the packages it lacks travel as wheels), train the flagship (configs/flagship.yaml: the shipped default
+# bf_drunet_small_cpu, continued from its committed weights, with GPU-sized batches of 64 crops of 96; --config
+# configs/bf_dncnn_color.yaml trains the BF-DnCNN 20 x 64 of the paper instead, --init-from NAME|FILE continues
+# other weights) with bf16 and torch.compile for a given number of minutes (the cosine schedule spans them), run
+# short GPU versions of the benchmarks (training step,
 # inference, explain), and write weights, metrics and benchmark results to one output folder.
 #
 #   bash benchmarks/gpu_flagship.sh --prepare                  # here (network, ../shared): .whl/ and .data/
@@ -18,7 +20,7 @@ ROOT=$PWD
 MINUTES=6
 OUT_DIR=${OUT:-runs/gpu_flagship}
 MODE=run
-CONFIG=configs/bf_dncnn_color.yaml
+CONFIG=configs/flagship.yaml
 INIT=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --out) OUT_DIR="$2"; shift ;;
     --config) CONFIG="$2"; shift ;;
     --init-from) INIT="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu_flagship.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,7 +82,8 @@ else
   TRAIN_SET=(--set device=cuda --set "train.time_limit=${MINUTES}m" --set train.precision=bf16
              --set train.compile=true --set train.channels_last=true
              --set "dataset.directory=$DATA" --set train.checkpoint_every=2000
-             --set train.log_every=200 --set train.progress=false)
+             --set train.log_every=200 --set train.progress=false
+             --set dataset.batch_size=64 --set "dataset.input_shape=[96, 96, 3]")
   BENCH_TRAIN=(--device cuda --steps 60 --crop 50 --batch 128 --depth 20 --filters 64)
   BENCH_DENOISE=(--device cuda --sizes 1 12)
   BENCH_EXPLAIN=(jacobian --device cuda)

@@ -32,8 +32,8 @@ def test_dry_run_writes_weights_metrics_and_benchmarks(tmp_path):
     import bfcnn
     from bfcnn.checkpoint import read_model_spec
     import yaml
-    flagship = yaml.safe_load((REPO / "configs" / "bf_dncnn_color.yaml").read_text())
-    assert read_model_spec(out / "model.safetensors") == flagship["model"]  # the GPU flagship's architecture
+    flagship = yaml.safe_load((REPO / "configs" / "flagship.yaml").read_text())
+    assert read_model_spec(out / "model.safetensors") == flagship["model"]  # the flagship's architecture
     assert bfcnn.load_model(str(out / "model.safetensors")).module.bias_free
 
 
