@@ -32,6 +32,7 @@ import sys
 import warnings
 
 from .errors import BfcnnError
+from .receptive import pad_to
 
 log = logging.getLogger("bfcnn")
 
@@ -131,11 +132,9 @@ def build(name, module):
 
 
 def grid_of(module) -> int:
-    """The sizes a traced copy of `module` is made for: multiples of its size_multiple and, for a model that says
-    it zero-pads to its grid inside (`pads_to_grid = True`: a UNet's 2^(scales-1), a pixel shuffle's factor; a
-    trace would freeze that step at the example's size), of its grid."""
-    grid = int(getattr(module, "grid", 1) or 1) if getattr(module, "pads_to_grid", False) is True else 1
-    return math.lcm(int(getattr(module, "size_multiple", 1) or 1), grid)
+    """The sizes a traced copy of `module` is made for: multiples of its size_multiple and of bfcnn.receptive's
+    pad_to (a UNet's 2^(scales-1), a pixel shuffle's factor: a pad a trace would freeze at the example's size)."""
+    return math.lcm(int(getattr(module, "size_multiple", 1) or 1), pad_to(module))
 
 
 def on_grid(module, fn):

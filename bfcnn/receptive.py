@@ -38,11 +38,21 @@ def receptive_radius(module):
     return radius
 
 
+def pad_to(module) -> int:
+    """The multiple a model zero-pads its sides to inside and crops back (1 for most): its grid where it says so
+    with `pads_to_grid = True` and has `core(x)`, the model on sides that are multiples of it. Padding the input
+    outside first gives the same result, so a traced or fixed-size copy of the core serves every size."""
+    if getattr(module, "pads_to_grid", False) is True and callable(getattr(module, "core", None)):
+        return int(getattr(module, "grid", 1) or 1)
+    return 1
+
+
 def tiling_context(module) -> dict:
     """How to tile `module` exactly: its receptive radius as `margin` (FALLBACK_MARGIN, and `exact` false, where
-    it cannot be computed) and, as `align`, what tile windows start on a multiple of so that they see the whole
-    image's pixel grid (a pyramid's or a pooling's grid, a size multiple the model needs). Exporters write this
-    into their reports, where the torch-free runtime reads it."""
+    it cannot be computed), as `align`, what tile windows start on a multiple of so that they see the whole
+    image's pixel grid (a pyramid's or a pooling's grid, a size multiple the model needs), and `pad_to` (above).
+    Exporters write this into their reports, where the torch-free runtime reads it."""
     radius = receptive_radius(module)
     align = math.lcm(int(getattr(module, "size_multiple", 1) or 1), int(getattr(module, "grid", 1) or 1))
-    return {"margin": FALLBACK_MARGIN if radius is None else radius, "align": align, "exact": radius is not None}
+    return {"margin": FALLBACK_MARGIN if radius is None else radius, "align": align, "exact": radius is not None,
+            "pad_to": pad_to(module)}

@@ -150,6 +150,17 @@ def tiling_of(model_file):
     return (margin, align) if margin >= 0 and align >= 1 else (DEFAULT_MARGIN, 1)
 
 
+def pad_of(model_file) -> int:
+    """The multiple the file's inputs are zero-padded to (the report's `tiling.pad_to`: a UNet exported as its
+    on-grid core), else 1."""
+    tiling = (report_of(model_file) or {}).get("tiling")
+    try:
+        multiple = int(tiling.get("pad_to", 1))
+    except (AttributeError, TypeError, ValueError):
+        return 1
+    return multiple if multiple >= 1 else 1
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -161,8 +172,9 @@ class ExportedModel:
     """An exported denoiser. Call it on float32 N x C x H x W in [0, 1]; `raw` runs the file's own signature.
 
     Attributes: backend, path, io ("float32": N x C x H x W float32, or "uint8": N x H x W x C uint8),
-    channels (None where the file leaves it open), and margin and align, the context and grid that tiles get
-    (from the export report beside the file; DEFAULT_MARGIN and 1 without one).
+    channels (None where the file leaves it open), margin and align, the context and grid that tiles get, and
+    pad_to, the multiple every input is zero-padded to and cropped back from (a UNet's core; from the export
+    report beside the file; DEFAULT_MARGIN, 1 and 1 without one).
     """
 
     def __init__(self, path, backend, threads=None):
@@ -171,6 +183,7 @@ class ExportedModel:
         if not self.path.is_file():
             raise BfcnnError(f"model file not found: {self.path}")
         self.margin, self.align = tiling_of(self.path)
+        self.pad_to = pad_of(self.path)
         self._shape, self._greeted = None, False
         if backend == "onnx":
             self._open_onnx()
@@ -233,6 +246,16 @@ class ExportedModel:
         if self.channels is not None and channels != self.channels:
             raise BfcnnError(f"the model takes {self.channels} channel(s), got {channels} (shape {array.shape}, "
                              f"layout {self.layout})")
+        height, width = array.shape[1:3] if self.io == "uint8" else array.shape[2:4]
+        m = self.pad_to
+        if m > 1 and (height % m or width % m):  # zeros on the bottom and right, as the model pads itself
+            pads = [(0, 0), (0, -height % m), (0, -width % m)]
+            array = np.pad(array, pads + [(0, 0)] if self.io == "uint8" else [(0, 0)] + pads)
+            result = self._run(array)
+            return result[:, :height, :width] if self.io == "uint8" else result[:, :, :height, :width]
+        return self._run(array)
+
+    def _run(self, array):
         if self.backend == "onnx":
             return self._session.run(None, {self._input_name: array})[0]
         if self._greeted:

@@ -60,7 +60,7 @@ def test_every_exporter_writes_checked_files_and_a_report(name, tmp_path):
     saved = json.loads(first.with_name(first.name + ".report.json").read_text())
     assert saved["files"] == report["files"]
     # what the runtime tiles the files with: a depth-3 conv stack needs 3 pixels of context, on any grid
-    assert saved["tiling"] == {"margin": receptive_radius(model), "align": 1, "exact": True}
+    assert saved["tiling"] == {"margin": receptive_radius(model), "align": 1, "exact": True, "pad_to": 1}
     # the check ran on random inputs and real images at several sizes
     labels = [row["input"] for row in report["check"]["float32"]["inputs"]]
     assert any(label.startswith("random 2x") for label in labels)
@@ -154,6 +154,29 @@ def test_a_tflite_file_that_cannot_resize_fails_its_check_and_points_to_onnx(tmp
     model = bfcnn.build("model", {"type": "resnet", "levels": 2, "filters": 4, "no_layers": 1}).eval()
     with pytest.raises(RunError, match="export those to ONNX"):
         bfcnn.build("exporter", {"type": "tflite", **FAST})(model, tmp_path, example())
+
+
+@pytest.mark.parametrize("name", ["onnx", "tflite"])
+def test_a_unet_that_pads_to_its_grid_exports_for_every_size(name, tmp_path):
+    """The DRUNet zero-pads to multiples of its grid inside: the ONNX graph keeps that pad's arithmetic, the TFLite
+    file holds the on-grid core (a fixed-size conversion keeps no size in it) and the runtime pads the input; both
+    match torch at off-grid sizes and a batch of two, read back with the report beside the file."""
+    if not available(name):
+        pytest.skip(f"exporter {name} needs an extra that is not installed")
+    from bfcnn.runtime import load
+
+    torch.manual_seed(0)
+    model = bfcnn.build("model", {"type": "drunet", "channels": 3, "filters": 4, "blocks": 1, "scales": 3}).eval()
+    report = bfcnn.build("exporter", {"type": name, **FAST})(model, tmp_path, example())
+    assert report["tiling"]["pad_to"] == model.grid == 4
+    runner = load(report["variants"]["float32"])
+    assert runner.pad_to == 4
+    for shape in [(1, 3, 23, 37), (2, 3, 9, 70)]:
+        x = np.random.default_rng(1).random(shape, dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = runner(x)
+        assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
 
 
 def test_a_gated_model_gives_a_tflite_file_that_resizes(tmp_path):

@@ -177,7 +177,7 @@ def test_a_multiscale_file_tiles_exactly_with_the_context_its_report_states(tmp_
     if "onnx" not in runtime.available_backends():
         pytest.skip("onnxruntime not installed")
     report = exporter(model, tmp_path, torch.rand(1, 3, 32, 32))
-    assert report["tiling"] == {"margin": model.receptive_radius, "align": model.grid, "exact": True}
+    assert report["tiling"] == {"margin": model.receptive_radius, "align": model.grid, "exact": True, "pad_to": 1}
     path = Path(report["variants"]["float32"])
     loaded = runtime.load(path)
     assert (loaded.margin, loaded.align) == (model.receptive_radius, model.grid) and loaded.margin > 32

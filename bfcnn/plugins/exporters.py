@@ -29,7 +29,7 @@ from torch import nn
 from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
 from bfcnn.layers import model_channels
-from bfcnn.receptive import tiling_context
+from bfcnn.receptive import pad_to, tiling_context
 
 log = logging.getLogger("bfcnn")
 
@@ -66,6 +66,18 @@ def data_root():
         if candidate.is_dir():
             return candidate
     return None
+
+
+class OnGridCore(nn.Module):
+    """A model that zero-pads to its grid inside (bfcnn.receptive.pad_to), as its core alone: a fixed-size
+    conversion keeps no size in a pad or crop, and bfcnn.runtime pads the inputs (the report's `tiling.pad_to`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.core(x)
 
 
 class Uint8Image(nn.Module):
@@ -154,6 +166,7 @@ class Exporter:
     backend = ""
     suffix = ""
     resize_hint = ""  # added to a check that fails on a size or batch the file was not converted at
+    core_on_grid = False  # convert a model that pads to its grid as its core (OnGridCore), the runtime padding
 
     def __init__(self, filename=None, io="float32", tolerance=None, check_sizes=None, check_images="auto"):
         self.filename = filename or f"model{self.suffix}"
@@ -162,12 +175,16 @@ class Exporter:
         self.check_sizes = [list(s) for s in (check_sizes or DEFAULT_SIZES)]
         self.check_images = check_images
 
-    def prepare(self, model, example):
-        """A CPU float32 copy in eval mode (the caller's model is left alone), wrapped for the chosen io, and a sample."""
+    def prepare(self, model, example, core=False):
+        """A CPU float32 copy in eval mode (the caller's model is left alone; with `core`, its OnGridCore), wrapped
+        for the chosen io, and a sample (on the model's pad_to grid)."""
         model = copy.deepcopy(model).float().cpu().eval()
         channels = example.shape[1] if example is not None else model_channels(model)
         h, w = (int(example.shape[2]), int(example.shape[3])) if example is not None else (64, 64)
-        sample = torch.rand(2, channels, h, w)  # a batch of two, so the batch dimension stays dynamic
+        m = pad_to(model)
+        sample = torch.rand(2, channels, -(-h // m) * m, -(-w // m) * m)  # a batch of two: the batch stays dynamic
+        if core and m > 1:
+            model = OnGridCore(model).eval()
         if self.io == "uint8":
             return Uint8Image(model).eval(), torch.from_numpy(to_io(sample.numpy(), "uint8")), channels
         return model, sample, channels
@@ -225,8 +242,9 @@ class Exporter:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         path = output_dir / self.filename
-        module, sample, channels = self.prepare(model, example)
-        reference = copy.deepcopy(module)  # converters may rewrite the module they are given; check against this
+        module, sample, channels = self.prepare(model, example, core=self.core_on_grid)
+        # converters may rewrite the module they are given: check against a copy of the whole model
+        reference = self.prepare(model, example)[0]
         started = time.perf_counter()
         report = {"format": self.backend, "io": self.io,
                   "layout": "N x H x W x C uint8" if self.io == "uint8" else "N x C x H x W float32",
@@ -238,6 +256,8 @@ class Exporter:
         from bfcnn.runtime import load
 
         runners = {variant: load(p, self.backend) for variant, p in files.items()}
+        for runner in runners.values():  # what the report beside the files will tell the runtime
+            runner.pad_to = report["tiling"]["pad_to"]
         try:
             self.check_files(runners, reference, channels, report)
             self.quality(runners, reference, channels, report)
@@ -290,8 +310,10 @@ class TfliteExporter(Exporter):
     """TFLite through litert-torch; fp16 and dynamic-range int8 variants through ai-edge-quantizer."""
 
     backend, suffix = "tflite", ".tflite"
-    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the multiscale and UNet models' graphs "
-                   "keep that size in their pad, resize and crop ops: export those to ONNX")
+    core_on_grid = True  # litert-torch 0.10 keeps a converted pad's size; the core of a UNet resizes
+    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the multiscale, pixel-shuffle and pooling "
+                   "UNet models' graphs keep that size in their pad, resize, reshape and crop ops: export those to "
+                   "ONNX")
     VARIANT_SUFFIX = {"float32": "", "float16": "_fp16", "int8": "_int8"}
 
     def __init__(self, filename="model.tflite", io="float32", variants=("float32",), tolerance=None,

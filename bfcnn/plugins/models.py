@@ -85,13 +85,12 @@ class ShuffleDnCNN(nn.Module):
     def forward(self, x):
         f = self.factor
         h, w = x.shape[-2:]
-        ph, pw = (-h) % f, (-w) % f
-        if ph or pw:
-            x_in = F.pad(x, (0, pw, 0, ph))
-        else:
-            x_in = x
-        noise = F.pixel_shuffle(self.body(F.pixel_unshuffle(x_in, f)), f)
-        return x - noise[..., :h, :w]
+        # always, as DRUNet: symbolic sizes keep the arithmetic
+        return self.core(F.pad(x, (0, (-w) % f, 0, (-h) % f)))[..., :h, :w]
+
+    def core(self, x):
+        """The model on sides that are multiples of `factor` (no pad, no crop)."""
+        return x - F.pixel_shuffle(self.body(F.pixel_unshuffle(x, self.factor)), self.factor)
 
 
 class ResBlock(nn.Module):
@@ -143,9 +142,13 @@ class DRUNet(nn.Module):
     def forward(self, x):
         h, w = x.shape[-2:]
         g = self.grid
-        ph, pw = (-h) % g, (-w) % g
-        x_in = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
-        t = self.head(x_in)
+        # padded always, by (-h) % g (often 0): no branch on the size, so an export with symbolic sizes keeps the
+        # pad's arithmetic instead of fixing it at the example's size
+        return self.core(F.pad(x, (0, (-w) % g, 0, (-h) % g)))[..., :h, :w]
+
+    def core(self, x):
+        """The model on sides that are multiples of its grid (no pad, no crop): what a fixed-size export holds."""
+        t = self.head(x)
         skips = []
         for stage in self.down:
             skips.append(t)
@@ -153,8 +156,7 @@ class DRUNet(nn.Module):
         t = self.body(t)
         for (upconv, blocks), skip in zip(self.up, reversed(skips)):
             t = blocks(upconv(t) + skip)
-        noise = self.tail(t)
-        return x - noise[..., :h, :w]
+        return x - self.tail(t)
 
 
 # ---------------------------------------------------------------------------------------------------------
