@@ -73,6 +73,27 @@ def test_model_contract(name):
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
+@pytest.mark.parametrize("name", every("model"))
+def test_a_model_that_says_it_pads_to_its_grid_does(name):
+    """`pads_to_grid` (bfcnn.receptive.pad_to) lets engines and exporters run `core` on an outside zero pad: the
+    statement must hold, forward(x) == crop(core(zero-pad(x))) at off-grid sizes; a model without it is not
+    padded for."""
+    from bfcnn.layers import model_channels
+    from bfcnn.receptive import pad_to
+
+    torch.manual_seed(0)
+    model = build_example("model", name).eval()
+    m = pad_to(model)
+    if m == 1:
+        assert not (getattr(model, "pads_to_grid", False) is True and int(getattr(model, "grid", 1) or 1) > 1)
+        return
+    for h, w in ((m * 3 + 1, m * 5 - 1), (m * 4, m * 2 + 3)):
+        x = torch.rand(1, model_channels(model), h, w)
+        padded = torch.nn.functional.pad(x, (0, -w % m, 0, -h % m))
+        with torch.no_grad():
+            assert torch.allclose(model(x), model.core(padded)[..., :h, :w], atol=1e-5)
+
+
 @pytest.mark.parametrize("name", every("loss"))
 def test_loss_contract(name):
     loss = build_example("loss", name)
