@@ -138,8 +138,8 @@ def grid_of(module) -> int:
 
 
 def on_grid(module, fn):
-    """`fn` (a traced copy of `module`) on any size: the input zero-padded on the bottom and right to grid_of
-    and the output cropped back, as the model itself does; `deviation` checks it on off-grid sizes."""
+    """`fn` (a traced copy of `traceable(module)`) on any size: the input zero-padded on the bottom and right to
+    grid_of and the output cropped back, as the model itself does; `deviation` checks it on off-grid sizes."""
     import torch.nn.functional as F
 
     multiple = grid_of(module)
@@ -167,6 +167,14 @@ def example_input(module, height=64, width=64, seed=0):
     return torch.rand(shape, generator=generator).to(device)
 
 
+def traceable(module):
+    """What a trace of `module` is made of: its OnGridCore where it pads to its grid inside (on_grid pads outside,
+    so no pad or crop runs twice), else the module."""
+    from .layers import OnGridCore
+
+    return OnGridCore(module).eval() if pad_to(module) > 1 else module
+
+
 def on_grid_example(module):
     side = round_up(64, grid_of(module))
     return example_input(module, side, side)
@@ -177,7 +185,8 @@ def traced(module):
 
     with warnings.catch_warnings(), torch.no_grad():  # torch.jit's deprecation and tracer notes
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(module, on_grid_example(module), check_trace=False))
+        frozen = torch.jit.freeze(torch.jit.trace(traceable(module), on_grid_example(module),
+                                                    check_trace=False))
         return torch.jit.optimize_for_inference(frozen)
 
 
@@ -198,7 +207,7 @@ def onnx_session(module):
     try:
         with warnings.catch_warnings(), torch.no_grad(), native_output_silenced():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (on_grid_example(module),), buffer, input_names=["input"],
+            torch.onnx.export(traceable(module), (on_grid_example(module),), buffer, input_names=["input"],
                               output_names=["output"], dynamic_axes={"input": sizes, "output": sizes},
                               opset_version=17, dynamo=False)
     finally:

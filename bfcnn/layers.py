@@ -109,6 +109,19 @@ class SlottedBatchNorm2d(nn.BatchNorm2d):
                             self.training, self.momentum, self.eps)
 
 
+class OnGridCore(nn.Module):
+    """A model that zero-pads to its grid inside (bfcnn.receptive.pad_to), as its core alone: what a trace or a
+    fixed-size conversion is made of, with no size frozen in a pad or crop; the caller pads the inputs outside
+    (bfcnn.engines.on_grid, bfcnn.runtime with the report's `tiling.pad_to`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.core(x)
+
+
 def per_level_statistics(core: nn.Module, levels: int) -> list[nn.Module]:
     """Give every batch norm of a core that all pyramid levels share one row of running statistics per level,
     and return those norms (set `.slot = level` before running the core on a level). In training each level's

@@ -142,7 +142,11 @@ def report_of(model_file):
 
 def tiling_of(model_file):
     """(margin, align) from the file's export report, else (DEFAULT_MARGIN, 1)."""
-    tiling = (report_of(model_file) or {}).get("tiling")
+    return margin_and_align((report_of(model_file) or {}).get("tiling"))
+
+
+def margin_and_align(tiling):
+    """(margin, align) from a report's `tiling`, else (DEFAULT_MARGIN, 1)."""
     try:
         margin, align = int(tiling["margin"]), int(tiling["align"])
     except (TypeError, KeyError, ValueError):
@@ -150,10 +154,9 @@ def tiling_of(model_file):
     return (margin, align) if margin >= 0 and align >= 1 else (DEFAULT_MARGIN, 1)
 
 
-def pad_of(model_file) -> int:
-    """The multiple the file's inputs are zero-padded to (the report's `tiling.pad_to`: a UNet exported as its
-    on-grid core), else 1."""
-    tiling = (report_of(model_file) or {}).get("tiling")
+def pad_multiple(tiling) -> int:
+    """The multiple inputs are zero-padded to, from a report's `tiling.pad_to` (a UNet exported as its on-grid
+    core), else 1."""
     try:
         multiple = int(tiling.get("pad_to", 1))
     except (AttributeError, TypeError, ValueError):
@@ -182,8 +185,9 @@ class ExportedModel:
         self.threads = threads or default_threads()
         if not self.path.is_file():
             raise BfcnnError(f"model file not found: {self.path}")
-        self.margin, self.align = tiling_of(self.path)
-        self.pad_to = pad_of(self.path)
+        tiling = (report_of(self.path) or {}).get("tiling")  # the report is read once
+        self.margin, self.align = margin_and_align(tiling)
+        self.pad_to = pad_multiple(tiling)
         self._shape, self._greeted = None, False
         if backend == "onnx":
             self._open_onnx()

@@ -28,7 +28,7 @@ from torch import nn
 
 from bfcnn.registry import hookimpl
 from bfcnn.errors import BfcnnError, MissingDependencyError, RunError
-from bfcnn.layers import model_channels
+from bfcnn.layers import OnGridCore, model_channels
 from bfcnn.receptive import pad_to, tiling_context
 
 log = logging.getLogger("bfcnn")
@@ -66,18 +66,6 @@ def data_root():
         if candidate.is_dir():
             return candidate
     return None
-
-
-class OnGridCore(nn.Module):
-    """A model that zero-pads to its grid inside (bfcnn.receptive.pad_to), as its core alone: a fixed-size
-    conversion keeps no size in a pad or crop, and bfcnn.runtime pads the inputs (the report's `tiling.pad_to`)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.core(x)
 
 
 class Uint8Image(nn.Module):
