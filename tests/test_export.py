@@ -156,21 +156,28 @@ def test_a_tflite_file_that_cannot_resize_fails_its_check_and_points_to_onnx(tmp
         bfcnn.build("exporter", {"type": "tflite", **FAST})(model, tmp_path, example())
 
 
+GRID_MODELS = {"drunet": ({"type": "drunet", "channels": 3, "filters": 4, "blocks": 1, "scales": 3}, 4),
+               "dncnn_shuffle": ({"type": "dncnn_shuffle", "channels": 3, "depth": 3, "filters": 4, "factor": 2}, 2)}
+
+
+@pytest.mark.parametrize("kind", sorted(GRID_MODELS))
 @pytest.mark.parametrize("name", ["onnx", "tflite"])
-def test_a_unet_that_pads_to_its_grid_exports_for_every_size(name, tmp_path):
-    """The DRUNet zero-pads to multiples of its grid inside: the ONNX graph keeps that pad's arithmetic, the TFLite
-    file holds the on-grid core (a fixed-size conversion keeps no size in it) and the runtime pads the input; both
-    match torch at off-grid sizes and a batch of two, read back with the report beside the file."""
+def test_a_model_that_pads_to_its_grid_exports_for_every_size(name, kind, tmp_path):
+    """The DRUNet and the pixel-shuffle DnCNN zero-pad to multiples of their grid inside: the ONNX graph keeps that
+    pad's arithmetic, the TFLite file holds the on-grid core (a fixed-size conversion keeps no size in it: the
+    shuffles are convolutions, not reshapes) and the runtime pads the input; both match torch at off-grid sizes and
+    a batch of two, read back with the report beside the file."""
     if not available(name):
         pytest.skip(f"exporter {name} needs an extra that is not installed")
     from bfcnn.runtime import load
 
     torch.manual_seed(0)
-    model = bfcnn.build("model", {"type": "drunet", "channels": 3, "filters": 4, "blocks": 1, "scales": 3}).eval()
+    spec, grid = GRID_MODELS[kind]
+    model = bfcnn.build("model", spec).eval()
     report = bfcnn.build("exporter", {"type": name, **FAST})(model, tmp_path, example())
-    assert report["tiling"]["pad_to"] == model.grid == 4
+    assert report["tiling"]["pad_to"] == model.grid == grid
     runner = load(report["variants"]["float32"])
-    assert runner.pad_to == 4
+    assert runner.pad_to == grid
     for shape in [(1, 3, 23, 37), (2, 3, 9, 70)]:
         x = np.random.default_rng(1).random(shape, dtype=np.float32)
         with torch.no_grad():

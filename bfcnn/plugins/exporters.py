@@ -299,8 +299,8 @@ class TfliteExporter(Exporter):
 
     backend, suffix = "tflite", ".tflite"
     core_on_grid = True  # litert-torch 0.10 keeps a converted pad's size; the core of a UNet resizes
-    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the multiscale, pixel-shuffle and pooling "
-                   "UNet models' graphs keep that size in their pad, resize, reshape and crop ops: export those to "
+    resize_hint = ("; litert-torch 0.10 converts at a fixed size, and the multiscale and pooling UNet models' "
+                   "graphs keep that size in their pad, resize and crop ops: export those to "
                    "ONNX")
     VARIANT_SUFFIX = {"float32": "", "float16": "_fp16", "int8": "_int8"}
 

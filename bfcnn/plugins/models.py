@@ -81,6 +81,8 @@ class ShuffleDnCNN(nn.Module):
         self.body = inner.body
         self.grid = factor  # tiles start on the shuffle's phase
         self.receptive_radius = factor * depth * (kernel_size // 2) + factor - 1
+        n = channels * factor * factor  # the shuffles' one-hot kernel, a constant: not in the weights file
+        self.register_buffer("onehot", torch.eye(n).view(n, channels, factor, factor), persistent=False)
 
     def forward(self, x):
         f = self.factor
@@ -89,8 +91,11 @@ class ShuffleDnCNN(nn.Module):
         return self.core(F.pad(x, (0, (-w) % f, 0, (-h) % f)))[..., :h, :w]
 
     def core(self, x):
-        """The model on sides that are multiples of `factor` (no pad, no crop)."""
-        return x - F.pixel_shuffle(self.body(F.pixel_unshuffle(x, self.factor)), self.factor)
+        """The model on sides that are multiples of `factor` (no pad, no crop). The shuffles are a strided
+        convolution and its transpose with a one-hot kernel (exactly F.pixel_unshuffle / F.pixel_shuffle):
+        no reshape holds a size, so a TFLite file converted at one size runs at any other."""
+        f, onehot = self.factor, self.onehot.to(x.dtype)
+        return x - F.conv_transpose2d(self.body(F.conv2d(x, onehot, stride=f)), onehot, stride=f)
 
 
 class ResBlock(nn.Module):
