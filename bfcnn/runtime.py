@@ -140,9 +140,9 @@ def report_of(model_file):
     return None
 
 
-def tiling_of(model_file):
-    """(margin, align) from the file's export report, else (DEFAULT_MARGIN, 1)."""
-    return margin_and_align((report_of(model_file) or {}).get("tiling"))
+def tiling_in(model_file):
+    """The `tiling` of the file's export report, or None."""
+    return (report_of(model_file) or {}).get("tiling")
 
 
 def margin_and_align(tiling):
@@ -185,7 +185,7 @@ class ExportedModel:
         self.threads = threads or default_threads()
         if not self.path.is_file():
             raise BfcnnError(f"model file not found: {self.path}")
-        tiling = (report_of(self.path) or {}).get("tiling")  # the report is read once
+        tiling = tiling_in(self.path)  # the report is read once
         self.margin, self.align = margin_and_align(tiling)
         self.pad_to = pad_multiple(tiling)
         self._shape, self._greeted = None, False

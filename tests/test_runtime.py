@@ -202,10 +202,10 @@ def test_a_variant_file_finds_its_export_report_and_bad_reports_are_passed_over(
                                         "int8": "somewhere/else/model_int8.tflite"}}))
     (tmp_path / "odd.tflite.report.json").write_text(json.dumps({"tiling": {"margin": "wide", "align": 4}}))
     assert runtime.report_of(tmp_path / "model_int8.tflite")["tiling"] == tiling
-    assert runtime.tiling_of(tmp_path / "model_int8.tflite") == (40, 4)
+    assert runtime.margin_and_align(runtime.tiling_in(tmp_path / "model_int8.tflite")) == (40, 4)
     assert runtime.report_of(tmp_path / "other.tflite") is None
-    assert runtime.tiling_of(tmp_path / "other.tflite") == (runtime.DEFAULT_MARGIN, 1)
-    assert runtime.tiling_of(tmp_path / "odd.tflite") == (runtime.DEFAULT_MARGIN, 1)
+    assert runtime.margin_and_align(runtime.tiling_in(tmp_path / "other.tflite")) == (runtime.DEFAULT_MARGIN, 1)
+    assert runtime.margin_and_align(runtime.tiling_in(tmp_path / "odd.tflite")) == (runtime.DEFAULT_MARGIN, 1)
 
 
 def test_quiet_native_logs_hides_native_info_lines_only(capfd):
